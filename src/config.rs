@@ -1,0 +1,260 @@
+//! Typed settings: built-in defaults < a TOML file < `SHOP_*` environment variables,
+//! validated once at start so a bad value fails with the name of its key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/shop/shop.toml";
+
+/// The whole configuration of one shop process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Name of this instance (under systemd: the port, from `SHOP_INSTANCE=%i`); when
+    /// empty, the port of `server.listen`.
+    pub instance: String,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub security: SecuritySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind when no socket is passed in by systemd.
+    pub listen: String,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer than this gets 503.
+    pub request_timeout_secs: u64,
+    /// After SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_timeout_secs: u64,
+    /// A connection waiting for a request's headers (idle between keep-alive requests, or
+    /// a slow client) is closed after this long. Keep it above nginx's upstream
+    /// `keepalive_timeout`, so nginx never reuses a connection shop has just closed.
+    pub keepalive_idle_secs: u64,
+    /// Exit cleanly after this many minutes with no request (0: never).
+    pub idle_exit_after_mins: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite:…`; the scheme chooses the backend.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before it gets 503.
+    pub acquire_timeout_secs: u64,
+    /// Apply pending migrations when `shop serve` starts.
+    pub migrate_on_start: bool,
+    /// How long `shop serve` keeps retrying an unreachable database at start.
+    pub startup_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Shared by every instance: signs CSRF tokens. Empty: a random one per process.
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `shop=debug,sqlx=warn` (`RUST_LOG` wins).
+    pub level: String,
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration problem, naming the key (or the file) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Load defaults, then the file (an explicit path must exist; the default one may be
+    /// absent), then `SHOP_*` variables, and validate the result.
+    pub fn load(explicit_file: Option<&Path>) -> Result<(Settings, Option<PathBuf>), ConfigError> {
+        let file = match explicit_file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )))
+            }
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = &file {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("SHOP")
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let mut settings = settings;
+        settings.validate()?;
+        if settings.instance.is_empty() {
+            settings.instance = settings.listen_addr().port().to_string();
+        }
+        Ok((settings, file))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            return bad(
+                "server.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080 ({e})", self.server.listen),
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
+            return bad("server.body_limit_bytes", "must be between 1024 and 67108864".into());
+        }
+        for (key, value) in [
+            ("server.request_timeout_secs", self.server.request_timeout_secs),
+            ("server.keepalive_idle_secs", self.server.keepalive_idle_secs),
+            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1".into());
+        }
+        if let Err(why) = crate::db::Backend::from_url(self.database.url.expose()) {
+            return bad("database.url", why);
+        }
+        let secret = self.security.secret.expose();
+        if !secret.is_empty() && secret.len() < 32 {
+            return bad(
+                "security.secret",
+                "must be at least 32 characters (try: head -c 32 /dev/urandom | base64)".into(),
+            );
+        }
+        if self.instance.len() > 64 || self.instance.chars().any(|c| c.is_control()) {
+            return bad("instance", "must be a short printable name".into());
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated at load")
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+    pub fn keepalive_idle(&self) -> Duration {
+        Duration::from_secs(self.keepalive_idle_secs)
+    }
+    pub fn idle_exit_after(&self) -> Option<Duration> {
+        (self.idle_exit_after_mins > 0).then(|| Duration::from_secs(self.idle_exit_after_mins * 60))
+    }
+}
+
+/// The built-in defaults: what `cargo run` gets on a bare machine.
+pub const DEFAULTS: &str = r#"
+instance = ""
+
+[server]
+listen = "127.0.0.1:8080"
+body_limit_bytes = 16384
+request_timeout_secs = 30
+shutdown_timeout_secs = 20
+keepalive_idle_secs = 75
+idle_exit_after_mins = 0
+
+[database]
+url = "sqlite:shop.db"
+max_connections = 8
+acquire_timeout_secs = 3
+migrate_on_start = true
+startup_wait_secs = 30
+
+[security]
+secret = ""
+
+[log]
+level = "info"
+"#;
+
+/// A database URL fit for logs: the password (in the authority or a `password=` query
+/// parameter) replaced by `****`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@') {
+            let at = rest + at;
+            if let Some(colon) = out[rest..at].find(':') {
+                out.replace_range(rest + colon + 1..at, "****");
+            }
+        }
+    }
+    if let Some(start) = out.find("password=") {
+        let value = start + "password=".len();
+        let end = out[value..].find('&').map_or(out.len(), |i| value + i);
+        out.replace_range(value..end, "****");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://shop:hunter2@db/shop"), "postgres://shop:****@db/shop");
+        assert_eq!(redact_url("postgres://shop@/shop?host=/run/postgresql"), "postgres://shop@/shop?host=/run/postgresql");
+        assert_eq!(redact_url("postgres://db/shop?user=a&password=x&sslmode=off"), "postgres://db/shop?user=a&password=****&sslmode=off");
+        assert_eq!(redact_url("sqlite:/var/lib/shop/shop.db"), "sqlite:/var/lib/shop/shop.db");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret = Secret::new("super-secret-value");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,103 @@
+//! Schema migrations (sqlx, embedded from `migrations/`), applied once even when several
+//! instances start at the same moment, and the migration state `check` and `/readyz` report.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use sqlx::migrate::Migrator;
+
+use super::queries::{self, run};
+use super::{Store, StoreError, StoreResult};
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How far the database's schema is from the one this binary expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub applied: Vec<i64>,
+    pub pending: Vec<(i64, String)>,
+    /// Versions the database has that this binary does not know (a newer shop ran here).
+    pub unknown: Vec<i64>,
+}
+
+impl MigrationState {
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+impl Store {
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Store::Postgres(_) => &POSTGRES,
+            Store::Sqlite(_) => &SQLITE,
+        }
+    }
+
+    /// Apply pending migrations. PostgreSQL serialises concurrent runs with an advisory
+    /// lock (sqlx takes it); SQLite has none, so an exclusive `flock` on the database file
+    /// does the same there (SQLite's own locks are `fcntl` locks and do not conflict).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self {
+            Store::Postgres(pool) => POSTGRES.run(pool).await?,
+            Store::Sqlite(pool) => {
+                let path = {
+                    let mut conn = pool.acquire().await?;
+                    database_file(&mut conn).await?
+                };
+                let _lock = match path {
+                    Some(path) => Some(lock_exclusive(path).await?),
+                    None => None,
+                };
+                SQLITE.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of this binary's migrations the database has, and which it lacks. Reads only:
+    /// a database nobody migrated yet has no bookkeeping table, so everything is pending.
+    pub async fn migration_state(&self) -> StoreResult<MigrationState> {
+        let (has_table,): (bool,) = run!(self, as queries::HAS_MIGRATIONS_TABLE, fetch_one)?;
+        let applied: Vec<i64> = if has_table {
+            let rows: Vec<(i64,)> = run!(self, as queries::APPLIED_MIGRATIONS, fetch_all)?;
+            rows.into_iter().map(|(v,)| v).collect()
+        } else {
+            Vec::new()
+        };
+        let migrations = self.migrator().iter().filter(|m| m.migration_type.is_up_migration());
+        let known: Vec<i64> = migrations.clone().map(|m| m.version).collect();
+        Ok(MigrationState {
+            pending: migrations
+                .filter(|m| !applied.contains(&m.version))
+                .map(|m| (m.version, m.description.to_string()))
+                .collect(),
+            unknown: applied.iter().copied().filter(|v| !known.contains(v)).collect(),
+            applied,
+        })
+    }
+}
+
+/// The main database file of an SQLite connection (`None` for an in-memory database).
+async fn database_file(conn: &mut sqlx::SqliteConnection) -> StoreResult<Option<String>> {
+    let (file,): (String,) = sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some(file).filter(|f| !f.is_empty()))
+}
+
+/// Hold an exclusive `flock` on `path` until the returned file is dropped.
+async fn lock_exclusive(path: String) -> StoreResult<File> {
+    tokio::task::spawn_blocking(move || {
+        let file = File::open(&path).map_err(|e| StoreError::Config(format!("cannot open {path}: {e}")))?;
+        // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(StoreError::Config(format!("cannot lock {path}: {e}")));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StoreError::Config(format!("migration lock task failed: {e}")))?
+}

@@ -1,0 +1,111 @@
+//! Every SQL statement shop runs, its PostgreSQL and SQLite text side by side, and the
+//! `run!` macro that binds the same arguments to whichever one the store needs.
+
+/// One statement in both dialects. Parameters are numbered the same way in both.
+pub struct Sql {
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+impl Sql {
+    /// A statement that reads the same in both dialects.
+    const fn same(text: &'static str) -> Sql {
+        Sql { postgres: text, sqlite: text }
+    }
+
+    pub fn for_backend(&self, backend: super::Backend) -> &'static str {
+        match backend {
+            super::Backend::Postgres => self.postgres,
+            super::Backend::Sqlite => self.sqlite,
+        }
+    }
+}
+
+pub const PING: Sql = Sql::same("SELECT 1");
+
+pub const VERSION: Sql = Sql {
+    postgres: "SELECT version()",
+    sqlite: "SELECT sqlite_version()",
+};
+
+pub const HAS_MIGRATIONS_TABLE: Sql = Sql {
+    postgres: "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+    sqlite: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+};
+
+pub const APPLIED_MIGRATIONS: Sql =
+    Sql::same("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version");
+
+pub const LIST: Sql = Sql::same(
+    "SELECT id, name, quantity, description, date_added FROM items \
+     ORDER BY date_added DESC, id DESC LIMIT $1 OFFSET $2",
+);
+
+pub const SEARCH: Sql = Sql {
+    postgres: "SELECT id, name, quantity, description, date_added FROM items \
+               WHERE name ILIKE $1 ESCAPE '\\' OR description ILIKE $1 ESCAPE '\\' \
+               ORDER BY date_added DESC, id DESC LIMIT $2 OFFSET $3",
+    // SQLite's LIKE ignores case (for ASCII letters).
+    sqlite: "SELECT id, name, quantity, description, date_added FROM items \
+             WHERE name LIKE $1 ESCAPE '\\' OR description LIKE $1 ESCAPE '\\' \
+             ORDER BY date_added DESC, id DESC LIMIT $2 OFFSET $3",
+};
+
+pub const GET: Sql = Sql::same(
+    "SELECT id, name, quantity, description, date_added FROM items WHERE id = $1",
+);
+
+pub const INSERT: Sql = Sql::same(
+    "INSERT INTO items (name, quantity, description, date_added) VALUES ($1, $2, $3, $4) \
+     RETURNING id, name, quantity, description, date_added",
+);
+
+pub const UPDATE: Sql = Sql::same(
+    "UPDATE items SET name = $1, quantity = $2, description = $3 WHERE id = $4 \
+     RETURNING id, name, quantity, description, date_added",
+);
+
+pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
+
+/// Run a statement on the store's pool: `run!(store, SQL, execute, args…)` for a plain
+/// statement (gives the number of rows affected), `run!(store, as SQL, fetch_one, args…)`
+/// to map rows with `FromRow`.
+macro_rules! run {
+    ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {{
+        let store: &$crate::db::Store = $store;
+        let sql = $sql.for_backend(store.backend());
+        match store {
+            $crate::db::Store::Postgres(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
+            $crate::db::Store::Sqlite(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
+        }
+    }};
+    ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {{
+        let store: &$crate::db::Store = $store;
+        let sql = $sql.for_backend(store.backend());
+        match store {
+            $crate::db::Store::Postgres(pool) => {
+                sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+            $crate::db::Store::Sqlite(pool) => {
+                sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+        }
+    }};
+}
+pub(crate) use run;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COLUMNS: &str = "id, name, quantity, description, date_added";
+
+    #[test]
+    fn statements_select_the_item_columns() {
+        for sql in [LIST, SEARCH, GET, INSERT, UPDATE] {
+            for text in [sql.postgres, sql.sqlite] {
+                assert!(text.contains(COLUMNS), "{text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! shop: a small items shop web service. `main.rs` wires the command line to `app`;
+//! everything else is one module per concern.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod items;
+pub mod server;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,66 @@
+//! The `shop` command line: parse, load the configuration, run the command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shop::config::Settings;
+use shop::{app, telemetry};
+
+/// A small items shop: add items for sale and list them.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file [default: /etc/shop/shop.toml when it exists]
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the shop over HTTP (the default)
+    Serve,
+    /// Apply pending database migrations and exit
+    Migrate,
+    /// Check the configuration, the database and its migrations, and say what to fix
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (settings, file) = match Settings::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("shop: {e}");
+            return ExitCode::from(78); // EX_CONFIG: systemd will not hammer a bad config
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("shop: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                telemetry::init(&settings.log.level, &settings.instance);
+                app::serve(settings).await.map(|()| true)
+            }
+            Command::Migrate => app::migrate(settings).await.map(|()| true),
+            Command::Check => Ok(app::check(settings, file).await),
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("shop: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The JSON API: the same items and rules as the pages, no cookies and no CSRF token.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::AppError;
+use super::{parse_id, AppState, ListParams};
+use crate::items::{FieldErrors, Item, ItemInput, NewItem};
+
+#[derive(Serialize)]
+pub struct ItemList {
+    items: Vec<Item>,
+    page: u32,
+    per_page: u32,
+    next_page: Option<u32>,
+}
+
+/// `GET /api/items?page=&per_page=&q=`
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ItemList>, AppError> {
+    let query = params.parse()?;
+    let page = state.store.list_items(&query).await?;
+    Ok(Json(ItemList {
+        next_page: page.has_next.then_some(query.page + 1),
+        items: page.items,
+        page: query.page,
+        per_page: query.per_page,
+    }))
+}
+
+/// `POST /api/items` → 201 with the item and its `Location`.
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, AppError> {
+    let item = new_item(body)?;
+    let item = state.store.create_item(&item).await?;
+    let location = format!("/api/items/{}", item.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(item)).into_response())
+}
+
+/// `GET /api/items/{id}`
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Item>, AppError> {
+    let id = parse_id(&id)?;
+    let item = state.store.get_item(id).await?;
+    item.map(Json).ok_or(AppError::NotFound("item"))
+}
+
+/// `PUT /api/items/{id}`: replace name, quantity and description.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Item>, AppError> {
+    let id = parse_id(&id)?;
+    let item = new_item(body)?;
+    let item = state.store.update_item(id, &item).await?;
+    item.map(Json).ok_or(AppError::NotFound("item"))
+}
+
+/// `DELETE /api/items/{id}` → 204.
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+    let id = parse_id(&id)?;
+    if state.store.delete_item(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("item"))
+    }
+}
+
+fn new_item(body: Result<Json<Value>, JsonRejection>) -> Result<NewItem, AppError> {
+    let Json(body) = body.map_err(|r| AppError::Rejected(r.status(), r.body_text()))?;
+    let input = item_input(&body)?;
+    input.validate().map_err(AppError::Invalid)
+}
+
+/// Read the three fields of a JSON object; a field of the wrong JSON type is a field error.
+fn item_input(body: &Value) -> Result<ItemInput, AppError> {
+    let Some(object) = body.as_object() else {
+        return Err(AppError::BadRequest(
+            "The body must be a JSON object with name, quantity and description.".into(),
+        ));
+    };
+    let mut errors = FieldErrors::new();
+    let mut text = |field: &'static str| match object.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.insert(field, format!("The {field} must be a string."));
+            None
+        }
+    };
+    let name = text("name");
+    let description = text("description");
+    let quantity = match object.get("quantity") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.insert("quantity", "The quantity must be a whole number.".into());
+            None
+        }
+    };
+    let input = ItemInput { name, quantity, description };
+    if errors.is_empty() {
+        return Ok(input);
+    }
+    // Report the type errors together with whatever else is wrong.
+    let mut all = input.validate().err().unwrap_or_default();
+    all.extend(errors);
+    Err(AppError::Invalid(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wrong_json_types_are_field_errors() {
+        let Err(AppError::Invalid(errors)) = item_input(&json!({"name": 5, "quantity": [1], "description": "d"}))
+        else {
+            panic!("expected field errors")
+        };
+        assert_eq!(errors.keys().copied().collect::<Vec<_>>(), ["name", "quantity"]);
+        assert!(errors["name"].contains("must be a string"));
+    }
+
+    #[test]
+    fn numbers_and_numeric_strings_are_quantities() {
+        let input = item_input(&json!({"name": "a", "quantity": 7, "description": "d"})).unwrap();
+        assert_eq!(input.validate().unwrap().quantity, 7);
+        let input = item_input(&json!({"name": "a", "quantity": "7", "description": "d"})).unwrap();
+        assert_eq!(input.validate().unwrap().quantity, 7);
+        let input = item_input(&json!({"name": "a", "quantity": 1.5, "description": "d"})).unwrap();
+        assert!(input.validate().is_err());
+    }
+}

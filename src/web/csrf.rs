@@ -1,0 +1,148 @@
+//! CSRF protection for the HTML forms, without server-side sessions: the browser holds a
+//! random `shop_csrf` cookie and every form carries HMAC(secret, cookie). Any instance
+//! that shares the secret accepts a form another instance rendered; another site can
+//! neither read the cookie nor forge the token.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use super::error::AppError;
+use super::AppState;
+
+const COOKIE: &str = "shop_csrf";
+
+/// The secret tokens are signed with.
+#[derive(Clone)]
+pub struct CsrfKey(Vec<u8>);
+
+impl CsrfKey {
+    pub fn new(secret: &[u8]) -> CsrfKey {
+        CsrfKey(secret.to_vec())
+    }
+
+    /// A key nobody else has: forms work only on the instance that rendered them.
+    pub fn random() -> CsrfKey {
+        let mut key = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        CsrfKey(key)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"shop csrf v1:");
+        mac
+    }
+
+    /// The token a form must carry for a browser holding `cookie`.
+    pub fn token_for(&self, cookie: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(cookie.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Does `token` belong to `cookie`? (Compared in constant time.)
+    pub fn verify(&self, cookie: &str, token: &str) -> bool {
+        let Ok(token) = hex::decode(token) else { return false };
+        let mut mac = self.mac();
+        mac.update(cookie.as_bytes());
+        mac.verify_slice(&token).is_ok()
+    }
+}
+
+/// The browser's CSRF cookie for this request (freshly made when it sent none).
+#[derive(Debug, Clone)]
+pub struct CsrfCookie {
+    pub value: String,
+    pub is_new: bool,
+}
+
+impl CsrfCookie {
+    fn from_headers(headers: &HeaderMap) -> CsrfCookie {
+        let sent = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, value)| *name == COOKIE && is_cookie_value(value))
+            .map(|(_, value)| value.to_owned());
+        match sent {
+            Some(value) => CsrfCookie { value, is_new: false },
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                CsrfCookie { value: hex::encode(bytes), is_new: true }
+            }
+        }
+    }
+}
+
+fn is_cookie_value(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Page-router layer: make sure the request has a CSRF cookie, and hand a new one to the
+/// browser with the response.
+pub async fn ensure_cookie(mut request: Request, next: Next) -> Response {
+    let cookie = CsrfCookie::from_headers(request.headers());
+    request.extensions_mut().insert(cookie.clone());
+    let mut response = next.run(request).await;
+    if cookie.is_new {
+        let value = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", cookie.value);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// The token to embed in the forms of this response.
+pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> String {
+    state.csrf.token_for(&cookie.value)
+}
+
+/// Reject a form whose token does not match the browser's cookie.
+pub fn check(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> Result<(), AppError> {
+    let valid = !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&cookie.value, t));
+    if valid {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "This form could not be accepted because its security token is missing or out of date \
+             (or your browser is not sending cookies). Go back, reload the page, and send it again.",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_only_for_its_cookie_and_key() {
+        let key = CsrfKey::new(b"0123456789abcdef0123456789abcdef");
+        let token = key.token_for("cookie-a");
+        assert!(key.verify("cookie-a", &token));
+        assert!(!key.verify("cookie-b", &token));
+        assert!(!key.verify("cookie-a", "zz"));
+        assert!(!CsrfKey::random().verify("cookie-a", &token));
+        let same_secret = CsrfKey::new(b"0123456789abcdef0123456789abcdef");
+        assert!(same_secret.verify("cookie-a", &token));
+    }
+
+    #[test]
+    fn only_well_formed_cookies_are_read() {
+        let mut headers = HeaderMap::new();
+        let value = "a".repeat(64);
+        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; shop_csrf={value}")).unwrap());
+        let cookie = CsrfCookie::from_headers(&headers);
+        assert_eq!((cookie.value.as_str(), cookie.is_new), (value.as_str(), false));
+        headers.insert(header::COOKIE, HeaderValue::from_static("shop_csrf=short"));
+        assert!(CsrfCookie::from_headers(&headers).is_new);
+    }
+}

@@ -1,0 +1,176 @@
+//! The web layer's one error type, and the middleware that turns every error response —
+//! ours, an extractor's, the body limit's or the timeout's — into a page (or JSON for the
+//! API) that says what happened and carries the request id.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::middleware::RequestId;
+use super::AppState;
+use crate::db::StoreError;
+use crate::items::FieldErrors;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("invalid input")]
+    Invalid(FieldErrors),
+    /// An extractor could not read the request (wrong content type, bad syntax, too large).
+    #[error("rejected ({0}): {1}")]
+    Rejected(StatusCode, String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(e) => AppError::Unavailable(e.to_string()),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tera::Error> for AppError {
+    fn from(error: tera::Error) -> Self {
+        use std::error::Error;
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        AppError::Internal(format!("template: {text}"))
+    }
+}
+
+/// What the person is told, attached to an error response for `render_errors` to render.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub message: String,
+    pub fields: FieldErrors,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message, fields) = match self {
+            AppError::NotFound(what) => (StatusCode::NOT_FOUND, format!("There is no such {what}."), BTreeMap::new()),
+            AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, why, BTreeMap::new()),
+            AppError::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_owned(), BTreeMap::new()),
+            AppError::Invalid(fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Some fields are not valid.".to_owned(),
+                fields,
+            ),
+            AppError::Rejected(status, why) => (status, why, BTreeMap::new()),
+            AppError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, default_message(StatusCode::SERVICE_UNAVAILABLE).to_owned(), BTreeMap::new())
+            }
+            AppError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, default_message(StatusCode::INTERNAL_SERVER_ERROR).to_owned(), BTreeMap::new())
+            }
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ErrorReport { message, fields });
+        response
+    }
+}
+
+/// The message for an error response that came with none of ours.
+fn default_message(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "The request could not be understood.",
+        403 => "You are not allowed to do that.",
+        404 => "There is no page at this address.",
+        405 => "This page does not accept that kind of request.",
+        408 => "The request took too long to arrive.",
+        413 => "What you sent is too large.",
+        415 => "What you sent is not in a form this page accepts.",
+        422 => "What you sent could not be read.",
+        503 => "The shop cannot reach its database right now. Please try again in a moment.",
+        500..=599 => "Something went wrong on our side. It has been logged.",
+        _ => "The request could not be completed.",
+    }
+}
+
+/// Render every error response that does not already carry a page or JSON of ours.
+pub async fn render_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let wants_json = request.uri().path().starts_with("/api/");
+    let request_id = request.extensions().get::<RequestId>().cloned().unwrap_or_default();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let report = match response.extensions().get::<ErrorReport>() {
+        Some(report) => report.clone(),
+        None if has_own_body(&response) => return response,
+        None => ErrorReport {
+            message: default_message(status).to_owned(),
+            fields: BTreeMap::new(),
+        },
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = if wants_json {
+        Json(json!({
+            "error": report.message,
+            "fields": report.fields,
+            "request_id": request_id.0,
+        }))
+        .into_response()
+    } else {
+        error_page(&state, status, &report, &request_id)
+    };
+    let (body_parts, body) = body.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        body_parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/plain")),
+    );
+    Response::from_parts(parts, body)
+}
+
+/// A handler's own 4xx page (a form re-rendered with its errors) is left as it is.
+fn has_own_body(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"))
+}
+
+fn error_page(state: &AppState, status: StatusCode, report: &ErrorReport, request_id: &RequestId) -> Response {
+    let mut context = tera::Context::new();
+    context.insert("status", &status.as_u16());
+    context.insert("reason", status.canonical_reason().unwrap_or("Error"));
+    context.insert("message", &report.message);
+    context.insert("request_id", &request_id.0);
+    match state.templates.render("error.html", &context) {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the error page");
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{}\nrequest id: {}\n", report.message, request_id.0),
+            )
+                .into_response()
+        }
+    }
+}

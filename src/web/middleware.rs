@@ -1,0 +1,81 @@
+//! Per-request plumbing around every handler: the request id (taken from nginx's
+//! `X-Request-Id` or made here), a tracing span carrying it, one log line per request,
+//! and the `X-Request-Id` / `X-Shop-Instance` response headers.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::Rng;
+use tracing::Instrument;
+
+use super::AppState;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_SHOP_INSTANCE: HeaderName = HeaderName::from_static("x-shop-instance");
+
+/// The id that ties a request's log lines to what the person saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// Use the proxy's id when it is a sane token, otherwise make a new one.
+    fn from_header(value: Option<&HeaderValue>) -> RequestId {
+        let given = value.and_then(|v| v.to_str().ok()).filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+        match given {
+            Some(id) => RequestId(id.to_owned()),
+            None => RequestId(format!("{:016x}", rand::thread_rng().gen::<u64>())),
+        }
+    }
+}
+
+/// Outermost layer: id, span, access log line and identifying headers.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = RequestId::from_header(request.headers().get(&X_REQUEST_ID));
+    request.extensions_mut().insert(request_id.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id.0,
+        method = %method,
+        path = %path,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let latency_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request");
+        }
+    });
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id.0) {
+        headers.insert(X_REQUEST_ID.clone(), value);
+    }
+    headers.insert(X_SHOP_INSTANCE.clone(), state.instance_header.clone());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_ids_are_kept_only_when_sane() {
+        let good = HeaderValue::from_static("abc-123_x.y");
+        assert_eq!(RequestId::from_header(Some(&good)).0, "abc-123_x.y");
+        let bad = HeaderValue::from_static("a b<script>");
+        let made = RequestId::from_header(Some(&bad)).0;
+        assert_eq!(made.len(), 16);
+        assert_ne!(RequestId::from_header(None).0, made);
+    }
+}

@@ -1,0 +1,122 @@
+//! The HTTP face of shop: the router, the state every handler shares, and the layers
+//! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
+//! probes; `csrf`, `middleware` and `error` are the plumbing.
+
+mod api;
+mod csrf;
+pub mod error;
+mod health;
+pub mod middleware;
+mod pages;
+mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+
+pub use csrf::CsrfKey;
+use error::AppError;
+use templates::{Templates, STYLESHEET};
+
+use crate::db::Store;
+use crate::items::ListQuery;
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    templates: Arc<Templates>,
+    csrf: Arc<CsrfKey>,
+    instance_header: HeaderValue,
+}
+
+impl AppState {
+    pub fn new(store: Store, csrf: CsrfKey, instance: &str) -> Result<AppState, tera::Error> {
+        Ok(AppState {
+            store,
+            templates: Arc::new(Templates::load()?),
+            csrf: Arc::new(csrf),
+            instance_header: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("")),
+        })
+    }
+}
+
+/// Limits the layers enforce on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Every route of shop, with its layers (outermost first: observe, render errors,
+/// timeout, body limit: enforced by the extractors, as 413).
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::new_item_form).post(pages::create_item))
+        .route("/items", get(pages::list_items))
+        .route("/success", get(pages::list_items))
+        .route("/items/{id}", get(pages::show_item).post(pages::update_item))
+        .route("/items/{id}/edit", get(pages::edit_item_form))
+        .route("/items/{id}/delete", post(pages::delete_item))
+        .layer(from_fn(csrf::ensure_cookie));
+    let api = Router::new()
+        .route("/api/items", get(api::list).post(api::create))
+        .route("/api/items/{id}", get(api::show).put(api::update).delete(api::delete));
+    Router::new()
+        .merge(pages)
+        .merge(api)
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/static/shop.css", get(stylesheet))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(state.clone(), middleware::observe))
+                .layer(from_fn_with_state(state.clone(), error::render_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+                .layer(DefaultBodyLimit::max(limits.body_bytes)),
+        )
+        .with_state(state)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// The list parameters as they came in the query string (parsed by `ListQuery`).
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    page: Option<String>,
+    per_page: Option<String>,
+    q: Option<String>,
+}
+
+impl ListParams {
+    fn parse(&self) -> Result<ListQuery, AppError> {
+        ListQuery::parse(self.page.as_deref(), self.per_page.as_deref(), self.q.as_deref())
+            .map_err(AppError::BadRequest)
+    }
+}
+
+/// An item id from a path: anything that is not one names no item.
+fn parse_id(raw: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(AppError::NotFound("item"))
+}

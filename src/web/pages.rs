@@ -1,0 +1,267 @@
+//! The HTML pages: the add-an-item form, the list (at `/items` and the ancestor's
+//! `/success`), an item's page, editing and deleting. Every redirect is relative.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::{Deserialize, Serialize};
+
+use super::csrf::{self, CsrfCookie};
+use super::error::AppError;
+use super::{parse_id, AppState, ListParams};
+use crate::items::{FieldErrors, Item, ItemInput, ListQuery, DEFAULT_PER_PAGE};
+
+/// An item as the templates show it.
+#[derive(Serialize)]
+struct ItemView<'a> {
+    id: i64,
+    name: &'a str,
+    quantity: i32,
+    description: &'a str,
+    date_added: String,
+    date_shown: String,
+}
+
+impl<'a> From<&'a Item> for ItemView<'a> {
+    fn from(item: &'a Item) -> Self {
+        ItemView {
+            id: item.id,
+            name: &item.name,
+            quantity: item.quantity,
+            description: &item.description,
+            date_added: item.date_added.to_rfc3339(),
+            date_shown: item.date_added.format("%Y-%m-%d %H:%M UTC").to_string(),
+        }
+    }
+}
+
+/// The fields of the add and edit forms, as sent.
+#[derive(Debug, Default, Deserialize)]
+pub struct ItemForm {
+    csrf_token: Option<String>,
+    name: Option<String>,
+    quantity: Option<String>,
+    description: Option<String>,
+}
+
+impl ItemForm {
+    fn input(self) -> ItemInput {
+        ItemInput {
+            name: self.name,
+            quantity: self.quantity,
+            description: self.description,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteForm {
+    csrf_token: Option<String>,
+}
+
+/// Where an item form posts, and what it says.
+struct FormPage {
+    heading: &'static str,
+    submit: &'static str,
+    action: String,
+}
+
+impl FormPage {
+    fn new_item() -> FormPage {
+        FormPage {
+            heading: "Add an item to sell",
+            submit: "Add item",
+            action: "/".into(),
+        }
+    }
+
+    fn edit(id: i64) -> FormPage {
+        FormPage {
+            heading: "Edit item",
+            submit: "Save changes",
+            action: format!("/items/{id}"),
+        }
+    }
+
+    fn render(
+        &self,
+        state: &AppState,
+        cookie: &CsrfCookie,
+        input: &ItemInput,
+        errors: &FieldErrors,
+    ) -> Result<Html<String>, AppError> {
+        let mut context = tera::Context::new();
+        context.insert("heading", self.heading);
+        context.insert("submit", self.submit);
+        context.insert("action", &self.action);
+        context.insert("csrf_token", &csrf::form_token(state, cookie));
+        context.insert("input", input);
+        context.insert("errors", errors);
+        Ok(Html(state.templates.render("form.html", &context)?))
+    }
+}
+
+fn form_body<T>(form: Result<Form<T>, FormRejection>) -> Result<T, AppError> {
+    form.map(|Form(body)| body)
+        .map_err(|rejection| AppError::Rejected(rejection.status(), rejection.body_text()))
+}
+
+/// `GET /`: the empty add-an-item form.
+pub async fn new_item_form(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+) -> Result<Html<String>, AppError> {
+    FormPage::new_item().render(&state, &cookie, &ItemInput::default(), &FieldErrors::new())
+}
+
+/// `POST /`: create the item and go to the list, or show the form again with messages.
+pub async fn create_item(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+    form: Result<Form<ItemForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let form = form_body(form)?;
+    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
+    let input = form.input();
+    match input.validate() {
+        Ok(item) => {
+            state.store.create_item(&item).await?;
+            Ok(Redirect::to("/items").into_response())
+        }
+        Err(errors) => invalid_form(&state, &cookie, FormPage::new_item(), &input, &errors),
+    }
+}
+
+fn invalid_form(
+    state: &AppState,
+    cookie: &CsrfCookie,
+    page: FormPage,
+    input: &ItemInput,
+    errors: &FieldErrors,
+) -> Result<Response, AppError> {
+    let html = page.render(state, cookie, input, errors)?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
+}
+
+/// `GET /items` and `GET /success`: one page of the items, newest first, maybe searched.
+pub async fn list_items(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Html<String>, AppError> {
+    let query = params.parse()?;
+    let page = state.store.list_items(&query).await?;
+    let items: Vec<ItemView> = page.items.iter().map(ItemView::from).collect();
+    let mut context = tera::Context::new();
+    context.insert("items", &items);
+    context.insert("search", &query.search);
+    context.insert("page", &query.page);
+    context.insert("per_page", &query.per_page);
+    let prev_url = (query.page > 1).then(|| page_url(&query, query.page - 1));
+    let next_url = page.has_next.then(|| page_url(&query, query.page + 1));
+    context.insert("prev_url", &prev_url);
+    context.insert("next_url", &next_url);
+    Ok(Html(state.templates.render("list.html", &context)?))
+}
+
+/// The list URL for another page of the same query (only the parameters that differ
+/// from the defaults).
+fn page_url(query: &ListQuery, page: u32) -> String {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    if !query.search.is_empty() {
+        params.push(("q", query.search.clone()));
+    }
+    if query.per_page != DEFAULT_PER_PAGE {
+        params.push(("per_page", query.per_page.to_string()));
+    }
+    if page != 1 {
+        params.push(("page", page.to_string()));
+    }
+    match serde_urlencoded::to_string(&params) {
+        Ok(qs) if !qs.is_empty() => format!("/items?{qs}"),
+        _ => "/items".to_owned(),
+    }
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Item, AppError> {
+    let id = parse_id(id)?;
+    state.store.get_item(id).await?.ok_or(AppError::NotFound("item"))
+}
+
+/// `GET /items/{id}`.
+pub async fn show_item(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, AppError> {
+    let item = find(&state, &id).await?;
+    let mut context = tera::Context::new();
+    context.insert("item", &ItemView::from(&item));
+    context.insert("csrf_token", &csrf::form_token(&state, &cookie));
+    Ok(Html(state.templates.render("item.html", &context)?))
+}
+
+/// `GET /items/{id}/edit`: the form, filled in with the item.
+pub async fn edit_item_form(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, AppError> {
+    let item = find(&state, &id).await?;
+    let input = ItemInput {
+        name: Some(item.name),
+        quantity: Some(item.quantity.to_string()),
+        description: Some(item.description),
+    };
+    FormPage::edit(item.id).render(&state, &cookie, &input, &FieldErrors::new())
+}
+
+/// `POST /items/{id}`: save the edit and show the item, or the form again with messages.
+pub async fn update_item(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+    Path(id): Path<String>,
+    form: Result<Form<ItemForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let id = parse_id(&id)?;
+    let form = form_body(form)?;
+    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
+    let input = form.input();
+    match input.validate() {
+        Ok(item) => match state.store.update_item(id, &item).await? {
+            Some(item) => Ok(Redirect::to(&format!("/items/{}", item.id)).into_response()),
+            None => Err(AppError::NotFound("item")),
+        },
+        Err(errors) => invalid_form(&state, &cookie, FormPage::edit(id), &input, &errors),
+    }
+}
+
+/// `POST /items/{id}/delete`: delete and go back to the list.
+pub async fn delete_item(
+    State(state): State<AppState>,
+    Extension(cookie): Extension<CsrfCookie>,
+    Path(id): Path<String>,
+    form: Result<Form<DeleteForm>, FormRejection>,
+) -> Result<Redirect, AppError> {
+    let id = parse_id(&id)?;
+    let form = form_body(form)?;
+    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
+    if state.store.delete_item(id).await? {
+        Ok(Redirect::to("/items"))
+    } else {
+        Err(AppError::NotFound("item"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_urls_keep_the_query_and_encode_it() {
+        let query = ListQuery::parse(Some("2"), Some("10"), Some("a&b c")).unwrap();
+        assert_eq!(page_url(&query, 3), "/items?q=a%26b+c&per_page=10&page=3");
+        assert_eq!(page_url(&ListQuery::default(), 1), "/items");
+    }
+}

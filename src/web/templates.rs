@@ -1,0 +1,49 @@
+//! The HTML templates and the stylesheet, embedded in the binary and compiled once at
+//! start (tera escapes every value in `.html` templates).
+
+use tera::{Context, Tera};
+
+pub const STYLESHEET: &str = include_str!("templates/shop.css");
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("form.html", include_str!("templates/form.html")),
+    ("list.html", include_str!("templates/list.html")),
+    ("item.html", include_str!("templates/item.html")),
+    ("error.html", include_str!("templates/error.html")),
+];
+
+pub struct Templates {
+    tera: Tera,
+}
+
+impl Templates {
+    pub fn load() -> Result<Templates, tera::Error> {
+        let mut tera = Tera::default();
+        tera.add_raw_templates(TEMPLATES.iter().copied())?;
+        tera.autoescape_on(vec![".html"]);
+        Ok(Templates { tera })
+    }
+
+    pub fn render(&self, name: &str, context: &Context) -> Result<String, tera::Error> {
+        self.tera.render(name, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_templates_compile_and_escape() {
+        let templates = Templates::load().unwrap();
+        let mut context = Context::new();
+        context.insert("status", &404);
+        context.insert("reason", "Not Found");
+        context.insert("message", "<script>alert(1)</script>");
+        context.insert("request_id", "abc");
+        let html = templates.render("error.html", &context).unwrap();
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"), "{html}");
+        assert!(!html.contains("<script>"));
+    }
+}
