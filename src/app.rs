@@ -14,12 +14,20 @@ use crate::server::{self, ConnectionPolicy};
 use crate::web::{self, AppState, CsrfKey, Limits};
 
 /// `shop serve`.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    let address = settings.listen_addr();
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (server.listen)"))?;
+    let local = listener.local_addr()?;
+    if settings.instance.is_empty() {
+        settings.instance = local.port().to_string();
+    }
     let span = tracing::info_span!("shop", instance = %settings.instance);
-    run_server(settings).instrument(span).await
+    run_server(settings, listener).instrument(span).await
 }
 
-async fn run_server(settings: Settings) -> anyhow::Result<()> {
+async fn run_server(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         database = %redact_url(settings.database.url.expose()),
@@ -35,12 +43,7 @@ async fn run_server(settings: Settings) -> anyhow::Result<()> {
             request_timeout: settings.server.request_timeout(),
         },
     );
-    let address = settings.listen_addr();
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} (server.listen)"))?;
-    let local = listener.local_addr()?;
-    tracing::info!("shop is serving at http://{local}/");
+    tracing::info!("shop is serving at http://{}/", listener.local_addr()?);
     let policy = ConnectionPolicy {
         keepalive_idle: settings.server.keepalive_idle(),
         shutdown_timeout: settings.server.shutdown_timeout(),

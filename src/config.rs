@@ -16,7 +16,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/shop/shop.toml";
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Name of this instance (under systemd: the port, from `SHOP_INSTANCE=%i`); when
-    /// empty, the port of `server.listen`.
+    /// empty, the port it listens on.
     pub instance: String,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -125,11 +125,7 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(e.to_string()))?;
-        let mut settings = settings;
         settings.validate()?;
-        if settings.instance.is_empty() {
-            settings.instance = settings.listen_addr().port().to_string();
-        }
         Ok((settings, file))
     }
 

@@ -1,6 +1,7 @@
 //! Logging with tracing: to the journal with structured fields when stderr is the journal
 //! (under systemd), as human-readable lines on stderr otherwise.
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -26,7 +27,12 @@ pub fn init(level: &str, instance: &str) {
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .init();
 }
 

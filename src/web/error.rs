@@ -77,6 +77,12 @@ impl IntoResponse for AppError {
                 "Some fields are not valid.".to_owned(),
                 fields,
             ),
+            // The extractor's words for an oversized body are technical; ours are not.
+            AppError::Rejected(StatusCode::PAYLOAD_TOO_LARGE, _) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                default_message(StatusCode::PAYLOAD_TOO_LARGE).to_owned(),
+                BTreeMap::new(),
+            ),
             AppError::Rejected(status, why) => (status, why, BTreeMap::new()),
             AppError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
@@ -101,7 +107,7 @@ fn default_message(status: StatusCode) -> &'static str {
         404 => "There is no page at this address.",
         405 => "This page does not accept that kind of request.",
         408 => "The request took too long to arrive.",
-        413 => "What you sent is too large.",
+        413 => "What you sent is too large for this shop (item forms are far smaller).",
         415 => "What you sent is not in a form this page accepts.",
         422 => "What you sent could not be read.",
         503 => "The shop cannot reach its database right now. Please try again in a moment.",

@@ -1,0 +1,276 @@
+//! Test helpers shared by every integration test: databases of both backends, the real
+//! `shop` binary started on a free port and stopped by PID, and an HTTP client that
+//! behaves like a browser filling in forms.
+#![allow(dead_code)]
+
+pub mod postgres;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use postgres::PgCluster;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// An empty database for one test; the SQLite file lives in a temp dir kept with it.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pub name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let name = unique_name();
+        match backend {
+            Backend::Postgres => TestDb {
+                url: PgCluster::shared().create_database(&name),
+                backend,
+                name,
+                _dir: None,
+            },
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                TestDb {
+                    url: format!("sqlite:{}", dir.path().join("shop.db").display()),
+                    backend,
+                    name,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// Run SQL against this database and return psql/sqlite3-style output (Postgres only).
+    pub fn sql(&self, sql: &str) -> String {
+        match self.backend {
+            Backend::Postgres => PgCluster::shared().psql_in(&self.name, sql),
+            Backend::Sqlite => panic!("sql() is for PostgreSQL test databases"),
+        }
+    }
+}
+
+fn unique_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("shop_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn shop_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shop"))
+}
+
+/// A `shop` command with a clean environment: no SHOP_* from outside, an empty config
+/// file (so a host's /etc/shop/shop.toml never leaks in), run in a temp dir.
+pub fn shop_command(dir: &std::path::Path) -> Command {
+    let config = dir.join("shop.toml");
+    if !config.exists() {
+        std::fs::write(&config, "").unwrap();
+    }
+    let mut command = Command::new(shop_binary());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SHOP_") || key == "RUST_LOG" || key.starts_with("LISTEN_") || key == "NOTIFY_SOCKET" {
+            command.env_remove(key);
+        }
+    }
+    command.arg("--config").arg(config).current_dir(dir);
+    command
+}
+
+/// A running `shop serve`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Shop {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Shop {
+    /// Start `shop serve` on `database_url` with extra `SHOP_*` settings, and wait until it
+    /// says where it serves.
+    pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Shop {
+        Shop::try_start(database_url, settings).unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
+    }
+
+    pub fn try_start(database_url: &str, settings: &[(&str, &str)]) -> Result<Shop, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = shop_command(dir.path());
+        command
+            .arg("serve")
+            .env("SHOP_SERVER__LISTEN", "127.0.0.1:0")
+            .env("SHOP_DATABASE__URL", database_url)
+            .env("SHOP_SECURITY__SECRET", SECRET)
+            .env("SHOP_LOG__LEVEL", "info,sqlx=warn")
+            .envs(settings.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start shop");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("shop is serving at ").nth(1) {
+                    let _ = ready_tx.send(url.trim().trim_end_matches('/').to_owned());
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => {
+                let port = url.rsplit(':').next().unwrap().parse().unwrap();
+                Ok(Shop { child, url, port, logs, _dir: dir })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let logs = logs.lock().unwrap().clone();
+                Err(logs)
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: signals our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Wait for the process to exit, at most `timeout`; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+            if self.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// An HTTP client that does not follow redirects, so tests see them.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// What a browser keeps between a form page and its submission.
+#[derive(Debug, Clone)]
+pub struct FormSession {
+    pub cookie: String,
+    pub token: String,
+}
+
+/// GET a form page as a browser would: keep the CSRF cookie and read the form's token.
+pub async fn open_form(client: &reqwest::Client, url: &str) -> FormSession {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("shop_csrf="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a shop_csrf cookie");
+    let html = response.text().await.unwrap();
+    FormSession { cookie, token: hidden_field(&html, "csrf_token") }
+}
+
+/// The value of a hidden input in an HTML page.
+pub fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in:\n{html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// POST a form with the session's cookie and token plus `fields`.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    session: &FormSession,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut body: Vec<(&str, &str)> = vec![("csrf_token", &session.token)];
+    body.extend_from_slice(fields);
+    client.post(url).header("cookie", &session.cookie).form(&body).send().await.unwrap()
+}
+
+/// Poll `url` until it answers `status`, at most `timeout`.
+pub async fn wait_for_status(client: &reqwest::Client, url: &str, status: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().as_u16() == status {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Declare an async test once per backend: `both_backends!(name, body_fn);`
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await })*
+        }
+    };
+}
