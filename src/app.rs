@@ -35,7 +35,8 @@ async fn run_server(settings: Settings, listener: TcpListener) -> anyhow::Result
     );
     let store = connect_and_migrate(&settings).await?;
     let csrf = csrf_key(&settings);
-    let state = AppState::new(store.clone(), csrf, &settings.instance).context("loading templates")?;
+    let state =
+        AppState::new(store.clone(), csrf, &settings.instance).context("loading templates")?;
     let app = web::router(
         state,
         Limits {
@@ -69,7 +70,10 @@ async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<Store> {
             }
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("database {} (database.url)", redact_url(settings.database.url.expose()))
+                    format!(
+                        "database {} (database.url)",
+                        redact_url(settings.database.url.expose())
+                    )
                 })
             }
         }
@@ -106,9 +110,12 @@ fn csrf_key(settings: &Settings) -> CsrfKey {
 
 /// `shop migrate`.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let store = Store::connect(&settings.database)
-        .await
-        .with_context(|| format!("cannot connect to {}", redact_url(settings.database.url.expose())))?;
+    let store = Store::connect(&settings.database).await.with_context(|| {
+        format!(
+            "cannot connect to {}",
+            redact_url(settings.database.url.expose())
+        )
+    })?;
     let before = store.migration_state().await?;
     store.migrate().await.context("applying migrations")?;
     println!(
@@ -124,9 +131,22 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
     let mut ok = true;
     println!("config file:     {}", describe_file(file.as_deref()));
-    println!("instance:        {}", if settings.instance.is_empty() { "(none)" } else { &settings.instance });
-    println!("listen:          {} (unless systemd passes a socket)", settings.server.listen);
-    println!("database:        {}", redact_url(settings.database.url.expose()));
+    println!(
+        "instance:        {}",
+        if settings.instance.is_empty() {
+            "(none)"
+        } else {
+            &settings.instance
+        }
+    );
+    println!(
+        "listen:          {} (unless systemd passes a socket)",
+        settings.server.listen
+    );
+    println!(
+        "database:        {}",
+        redact_url(settings.database.url.expose())
+    );
     match Store::connect(&settings.database).await {
         Err(e) => {
             ok = false;
@@ -134,7 +154,10 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
             println!("  fix:           start the database or correct database.url");
         }
         Ok(store) => {
-            let version = store.server_version().await.unwrap_or_else(|e| format!("version unknown: {e}"));
+            let version = store
+                .server_version()
+                .await
+                .unwrap_or_else(|e| format!("version unknown: {e}"));
             println!("  reachable:     yes — {version}");
             ok &= report_migrations(&store, settings.database.migrate_on_start).await;
             store.close().await;
@@ -146,7 +169,10 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
     } else {
         println!("security.secret: set");
     }
-    println!("result:          {}", if ok { "OK" } else { "PROBLEMS FOUND" });
+    println!(
+        "result:          {}",
+        if ok { "OK" } else { "PROBLEMS FOUND" }
+    );
     ok
 }
 
@@ -164,17 +190,32 @@ async fn report_migrations(store: &Store, migrate_on_start: bool) -> bool {
             false
         }
         Ok(state) if state.is_current() => {
-            println!("  migrations:    {} applied, up to date", state.applied.len());
+            println!(
+                "  migrations:    {} applied, up to date",
+                state.applied.len()
+            );
             true
         }
         Ok(state) => {
-            let names: Vec<String> = state.pending.iter().map(|(v, d)| format!("{v} {d}")).collect();
-            println!("  migrations:    {} pending: {}", state.pending.len(), names.join(", "));
+            let names: Vec<String> = state
+                .pending
+                .iter()
+                .map(|(v, d)| format!("{v} {d}"))
+                .collect();
+            println!(
+                "  migrations:    {} pending: {}",
+                state.pending.len(),
+                names.join(", ")
+            );
             if migrate_on_start {
-                println!("                 (`shop serve` applies them at start; or run `shop migrate`)");
+                println!(
+                    "                 (`shop serve` applies them at start; or run `shop migrate`)"
+                );
                 true
             } else {
-                println!("  fix:           run `shop migrate` (database.migrate_on_start is false)");
+                println!(
+                    "  fix:           run `shop migrate` (database.migrate_on_start is false)"
+                );
                 false
             }
         }

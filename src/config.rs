@@ -134,16 +134,31 @@ impl Settings {
         if let Err(e) = self.server.listen.parse::<SocketAddr>() {
             return bad(
                 "server.listen",
-                format!("{:?} is not an address like 127.0.0.1:8080 ({e})", self.server.listen),
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080 ({e})",
+                    self.server.listen
+                ),
             );
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
-            return bad("server.body_limit_bytes", "must be between 1024 and 67108864".into());
+            return bad(
+                "server.body_limit_bytes",
+                "must be between 1024 and 67108864".into(),
+            );
         }
         for (key, value) in [
-            ("server.request_timeout_secs", self.server.request_timeout_secs),
-            ("server.keepalive_idle_secs", self.server.keepalive_idle_secs),
-            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+            (
+                "server.keepalive_idle_secs",
+                self.server.keepalive_idle_secs,
+            ),
+            (
+                "database.acquire_timeout_secs",
+                self.database.acquire_timeout_secs,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1".into());
@@ -242,10 +257,22 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://shop:hunter2@db/shop"), "postgres://shop:****@db/shop");
-        assert_eq!(redact_url("postgres://shop@/shop?host=/run/postgresql"), "postgres://shop@/shop?host=/run/postgresql");
-        assert_eq!(redact_url("postgres://db/shop?user=a&password=x&sslmode=off"), "postgres://db/shop?user=a&password=****&sslmode=off");
-        assert_eq!(redact_url("sqlite:/var/lib/shop/shop.db"), "sqlite:/var/lib/shop/shop.db");
+        assert_eq!(
+            redact_url("postgres://shop:hunter2@db/shop"),
+            "postgres://shop:****@db/shop"
+        );
+        assert_eq!(
+            redact_url("postgres://shop@/shop?host=/run/postgresql"),
+            "postgres://shop@/shop?host=/run/postgresql"
+        );
+        assert_eq!(
+            redact_url("postgres://db/shop?user=a&password=x&sslmode=off"),
+            "postgres://db/shop?user=a&password=****&sslmode=off"
+        );
+        assert_eq!(
+            redact_url("sqlite:/var/lib/shop/shop.db"),
+            "sqlite:/var/lib/shop/shop.db"
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl ItemInput {
     }
 }
 
-fn required_text(errors: &mut FieldErrors, field: &'static str, raw: Option<&str>) -> Option<String> {
+fn required_text(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    raw: Option<&str>,
+) -> Option<String> {
     let text = raw.unwrap_or("").trim();
     let chars = text.chars().count();
     if chars == 0 {
@@ -69,10 +73,15 @@ fn required_text(errors: &mut FieldErrors, field: &'static str, raw: Option<&str
     } else if chars > MAX_TEXT_CHARS {
         errors.insert(
             field,
-            format!("The {field} is {chars} characters long; at most {MAX_TEXT_CHARS} are allowed."),
+            format!(
+                "The {field} is {chars} characters long; at most {MAX_TEXT_CHARS} are allowed."
+            ),
         );
         None
-    } else if text.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
         errors.insert(field, format!("The {field} contains control characters."));
         None
     } else {
@@ -117,16 +126,26 @@ impl Default for ListQuery {
 impl ListQuery {
     /// Read `page`, `per_page` and `q` as they came in a query string. Garbage is an error
     /// with a message; a `per_page` above the maximum is lowered to it.
-    pub fn parse(page: Option<&str>, per_page: Option<&str>, q: Option<&str>) -> Result<Self, String> {
+    pub fn parse(
+        page: Option<&str>,
+        per_page: Option<&str>,
+        q: Option<&str>,
+    ) -> Result<Self, String> {
         let page = positive(page, "page")?.unwrap_or(1);
         let per_page = positive(per_page, "per_page")?
             .unwrap_or(DEFAULT_PER_PAGE)
             .min(MAX_PER_PAGE);
         let search = q.unwrap_or("").trim().to_owned();
         if search.chars().count() > MAX_SEARCH_CHARS {
-            return Err(format!("The search text is longer than {MAX_SEARCH_CHARS} characters."));
+            return Err(format!(
+                "The search text is longer than {MAX_SEARCH_CHARS} characters."
+            ));
         }
-        Ok(ListQuery { page, per_page, search })
+        Ok(ListQuery {
+            page,
+            per_page,
+            search,
+        })
     }
 
     pub fn offset(&self) -> i64 {
@@ -152,8 +171,10 @@ fn positive(raw: Option<&str>, name: &str) -> Result<Option<u32>, String> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(text) => match text.parse::<u32>() {
-            Ok(n) if n >= 1 && n <= 1_000_000 => Ok(Some(n)),
-            _ => Err(format!("{name} must be a whole number from 1 to 1000000, not {text:?}.")),
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "{name} must be a whole number from 1 to 1000000, not {text:?}."
+            )),
         },
     }
 }
@@ -182,7 +203,11 @@ mod tests {
         let item = input("  Lamp ", " 3 ", "\tbrass\n").validate().unwrap();
         assert_eq!(
             item,
-            NewItem { name: "Lamp".into(), quantity: 3, description: "brass".into() }
+            NewItem {
+                name: "Lamp".into(),
+                quantity: 3,
+                description: "brass".into()
+            }
         );
     }
 
@@ -200,7 +225,9 @@ mod tests {
         let longest = "é".repeat(MAX_TEXT_CHARS);
         assert!(input(&longest, "1000000", "x").validate().is_ok());
         assert!(input("x", "0", &longest).validate().is_ok());
-        let errors = input(&format!("{longest}a"), "1000001", "x").validate().unwrap_err();
+        let errors = input(&format!("{longest}a"), "1000001", "x")
+            .validate()
+            .unwrap_err();
         assert!(errors["name"].contains("257 characters"));
         assert!(errors.contains_key("quantity"));
     }
@@ -216,14 +243,23 @@ mod tests {
     #[test]
     fn missing_fields_are_errors() {
         let errors = ItemInput::default().validate().unwrap_err();
-        assert_eq!(errors.keys().copied().collect::<Vec<_>>(), ["description", "name", "quantity"]);
+        assert_eq!(
+            errors.keys().copied().collect::<Vec<_>>(),
+            ["description", "name", "quantity"]
+        );
     }
 
     #[test]
     fn list_query_defaults_and_clamps() {
-        assert_eq!(ListQuery::parse(None, None, None).unwrap(), ListQuery::default());
+        assert_eq!(
+            ListQuery::parse(None, None, None).unwrap(),
+            ListQuery::default()
+        );
         let q = ListQuery::parse(Some("3"), Some("5000"), Some(" lamp ")).unwrap();
-        assert_eq!((q.page, q.per_page, q.search.as_str()), (3, MAX_PER_PAGE, "lamp"));
+        assert_eq!(
+            (q.page, q.per_page, q.search.as_str()),
+            (3, MAX_PER_PAGE, "lamp")
+        );
         assert_eq!(q.offset(), 2000);
         assert!(ListQuery::parse(Some("0"), None, None).is_err());
         assert!(ListQuery::parse(None, Some("ten"), None).is_err());

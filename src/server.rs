@@ -49,7 +49,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(
             async move {
@@ -62,7 +63,10 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    tracing::info!(open_connections = open, "shutting down: no new connections, finishing requests");
+    tracing::info!(
+        open_connections = open,
+        "shutting down: no new connections, finishing requests"
+    );
     match tokio::time::timeout(policy.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!(

@@ -38,10 +38,18 @@ pub fn init(level: &str, instance: &str) {
 
 /// systemd sets `JOURNAL_STREAM=DEV:INODE` for the stream it connects stderr to.
 fn stderr_is_journal() -> bool {
-    let Some(expected) = std::env::var_os("JOURNAL_STREAM") else { return false };
-    let Ok(file) = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from) else {
+    let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    let Ok(meta) = file.metadata() else { return false };
+    let Ok(file) = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
     expected.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
 }

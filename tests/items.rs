@@ -15,7 +15,17 @@ fn start(backend: Backend) -> (TestDb, Shop) {
 async fn add_item(shop: &Shop, name: &str, quantity: &str, description: &str) -> reqwest::Response {
     let http = client();
     let session = open_form(&http, &shop.url("/")).await;
-    post_form(&http, &shop.url("/"), &session, &[("name", name), ("quantity", quantity), ("description", description)]).await
+    post_form(
+        &http,
+        &shop.url("/"),
+        &session,
+        &[
+            ("name", name),
+            ("quantity", quantity),
+            ("description", description),
+        ],
+    )
+    .await
 }
 
 async fn get_text(url: &str) -> (u16, String) {
@@ -27,20 +37,37 @@ async fn create_then_list_shows_every_field(backend: Backend) {
     let (_db, shop) = start(backend);
     let response = add_item(&shop, "  Brass lamp ", "3", "Works, needs a bulb").await;
     assert_eq!(response.status(), 303, "Post/Redirect/Get");
-    assert_eq!(response.headers()["location"], "/items", "a relative redirect");
+    assert_eq!(
+        response.headers()["location"],
+        "/items",
+        "a relative redirect"
+    );
     add_item(&shop, "Chair", "12", "Oak").await;
 
     for path in ["/items", "/success"] {
         let (status, html) = get_text(&shop.url(path)).await;
         assert_eq!(status, 200, "{path}");
         assert!(!html.contains("[,"), "the ancestor's empty list: {html}");
-        for field in ["<td><a href=\"/items/1\">Brass lamp</a></td>", "<td class=\"num\">3</td>", "<td>Works, needs a bulb</td>",
-                      ">Chair</a>", "<td class=\"num\">12</td>", "<td>Oak</td>"] {
+        for field in [
+            "<td><a href=\"/items/1\">Brass lamp</a></td>",
+            "<td class=\"num\">3</td>",
+            "<td>Works, needs a bulb</td>",
+            ">Chair</a>",
+            "<td class=\"num\">12</td>",
+            "<td>Oak</td>",
+        ] {
             assert!(html.contains(field), "{path} lacks {field}:\n{html}");
         }
         let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        assert_eq!(html.matches(&format!(">{today} ")).count(), 2, "date added shown for each item");
-        assert!(html.find("Chair").unwrap() < html.find("Brass lamp").unwrap(), "newest first");
+        assert_eq!(
+            html.matches(&format!(">{today} ")).count(),
+            2,
+            "date added shown for each item"
+        );
+        assert!(
+            html.find("Chair").unwrap() < html.find("Brass lamp").unwrap(),
+            "newest first"
+        );
     }
 }
 
@@ -53,9 +80,14 @@ async fn bad_form_keeps_input_and_explains(backend: Backend) {
     assert!(html.contains("value=\"Kept name\""), "input kept:\n{html}");
     assert!(html.contains("value=\"lots\""), "bad input kept too");
     assert!(html.contains(&format!(">{long}</textarea>")));
-    assert!(html.contains("id=\"quantity-error\">The quantity must be a whole number, not &quot;lots&quot;."));
+    assert!(html.contains(
+        "id=\"quantity-error\">The quantity must be a whole number, not &quot;lots&quot;."
+    ));
     assert!(html.contains("id=\"description-error\">The description is 257 characters long"));
-    assert!(!html.contains("id=\"name-error\""), "a good field has no message");
+    assert!(
+        !html.contains("id=\"name-error\""),
+        "a good field has no message"
+    );
 
     let response = add_item(&shop, "   ", "1000001", "ok").await;
     assert_eq!(response.status(), 422);
@@ -63,7 +95,14 @@ async fn bad_form_keeps_input_and_explains(backend: Backend) {
     assert!(html.contains("Please enter a name."));
     assert!(html.contains("between 0 and 1000000"));
 
-    let items: Value = client().get(shop.url("/api/items")).send().await.unwrap().json().await.unwrap();
+    let items: Value = client()
+        .get(shop.url("/api/items"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(items["items"], json!([]), "nothing half-written");
 }
 
@@ -74,56 +113,150 @@ async fn csrf_is_required_and_shared_between_instances(backend: Backend) {
     let item = [("name", "a"), ("quantity", "1"), ("description", "b")];
 
     // No token, a wrong token, no cookie: 403 with a page that says what to do.
-    let response = http.post(shop.url("/")).header("cookie", &session.cookie).form(&item).send().await.unwrap();
+    let response = http
+        .post(shop.url("/"))
+        .header("cookie", &session.cookie)
+        .form(&item)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     assert!(response.text().await.unwrap().contains("reload the page"));
     let mut wrong = session.clone();
     wrong.token = "00".repeat(32);
-    assert_eq!(post_form(&http, &shop.url("/"), &wrong, &item).await.status(), 403);
+    assert_eq!(
+        post_form(&http, &shop.url("/"), &wrong, &item)
+            .await
+            .status(),
+        403
+    );
     let mut body = vec![("csrf_token", session.token.as_str())];
     body.extend(item);
-    assert_eq!(http.post(shop.url("/")).form(&body).send().await.unwrap().status(), 403);
+    assert_eq!(
+        http.post(shop.url("/"))
+            .form(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     // Another browser's token does not fit this browser's cookie.
     let other = open_form(&http, &shop.url("/")).await;
-    let mixed = common::FormSession { cookie: session.cookie.clone(), token: other.token };
-    assert_eq!(post_form(&http, &shop.url("/"), &mixed, &item).await.status(), 403);
+    let mixed = common::FormSession {
+        cookie: session.cookie.clone(),
+        token: other.token,
+    };
+    assert_eq!(
+        post_form(&http, &shop.url("/"), &mixed, &item)
+            .await
+            .status(),
+        403
+    );
 
     // A second instance with the same secret accepts the first one's form…
     let twin = Shop::start(&db.url, &[]);
-    assert_eq!(post_form(&http, &twin.url("/"), &session, &item).await.status(), 303);
+    assert_eq!(
+        post_form(&http, &twin.url("/"), &session, &item)
+            .await
+            .status(),
+        303
+    );
     // …and one with another secret does not.
-    let stranger = Shop::start(&db.url, &[("SHOP_SECURITY__SECRET", "another-secret-0123456789abcdef01234")]);
-    assert_eq!(post_form(&http, &stranger.url("/"), &session, &item).await.status(), 403);
+    let stranger = Shop::start(
+        &db.url,
+        &[(
+            "SHOP_SECURITY__SECRET",
+            "another-secret-0123456789abcdef01234",
+        )],
+    );
+    assert_eq!(
+        post_form(&http, &stranger.url("/"), &session, &item)
+            .await
+            .status(),
+        403
+    );
 
-    let items: Value = http.get(shop.url("/api/items")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(items["items"].as_array().unwrap().len(), 1, "only the accepted form created an item");
+    let items: Value = http
+        .get(shop.url("/api/items"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        items["items"].as_array().unwrap().len(),
+        1,
+        "only the accepted form created an item"
+    );
 }
 
 async fn output_is_escaped(backend: Backend) {
     let (_db, shop) = start(backend);
-    assert_eq!(add_item(&shop, "<script>alert(1)</script>", "1", "\"quoted\" & <b>bold</b>").await.status(), 303);
+    assert_eq!(
+        add_item(
+            &shop,
+            "<script>alert(1)</script>",
+            "1",
+            "\"quoted\" & <b>bold</b>"
+        )
+        .await
+        .status(),
+        303
+    );
     let (_, html) = get_text(&shop.url("/items")).await;
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
     assert!(html.contains("&quot;quoted&quot; &amp; &lt;b&gt;bold&lt;&#x2F;b&gt;"));
     let (_, html) = get_text(&shop.url("/items?q=%3Cscript%3E")).await;
-    assert!(!html.contains("<script>alert"), "search box value escaped too");
+    assert!(
+        !html.contains("<script>alert"),
+        "search box value escaped too"
+    );
 }
 
 async fn pagination_and_search(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
     for i in 1..=7 {
-        let description = if i % 3 == 0 { "has a RED stripe" } else { "plain" };
+        let description = if i % 3 == 0 {
+            "has a RED stripe"
+        } else {
+            "plain"
+        };
         let body = json!({"name": format!("item {i}"), "quantity": i, "description": description});
-        assert_eq!(http.post(shop.url("/api/items")).json(&body).send().await.unwrap().status(), 201);
+        assert_eq!(
+            http.post(shop.url("/api/items"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
     }
     let page = |query: &'static str| {
         let http = http.clone();
         let url = shop.url(&format!("/api/items{query}"));
-        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
-    let names = |v: &Value| v["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let names = |v: &Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
 
     let first = page("?per_page=3").await;
     assert_eq!(names(&first), ["item 7", "item 6", "item 5"]);
@@ -131,24 +264,39 @@ async fn pagination_and_search(backend: Backend) {
     let last = page("?per_page=3&page=3").await;
     assert_eq!(names(&last), ["item 1"]);
     assert_eq!(last["next_page"], Value::Null);
-    assert_eq!(page("?per_page=5000").await["per_page"], 1000, "per_page is capped at 1000");
+    assert_eq!(
+        page("?per_page=5000").await["per_page"],
+        1000,
+        "per_page is capped at 1000"
+    );
     assert_eq!(names(&page("").await).len(), 7);
 
     // Search matches name or description, ignoring case.
     assert_eq!(names(&page("?q=red").await), ["item 6", "item 3"]);
     assert_eq!(names(&page("?q=ITEM%205").await), ["item 5"]);
-    assert_eq!(names(&page("?q=%25").await), Vec::<String>::new(), "% is not a wildcard");
+    assert_eq!(
+        names(&page("?q=%25").await),
+        Vec::<String>::new(),
+        "% is not a wildcard"
+    );
 
     // The page shows the same, with links that keep the query.
     let (status, html) = get_text(&shop.url("/items?per_page=2&q=plain")).await;
     assert_eq!(status, 200);
-    assert!(html.contains("href=\"/items?q=plain&per_page=2&page=2\""), "{html}");
+    assert!(
+        html.contains("href=\"/items?q=plain&per_page=2&page=2\""),
+        "{html}"
+    );
     let (_, html) = get_text(&shop.url("/items?q=nothing-like-this")).await;
     assert!(html.contains("No items match"));
 
     let response = http.get(shop.url("/items?page=abc")).send().await.unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("page must be a whole number"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("page must be a whole number"));
 }
 
 async fn edit_and_delete_pages(backend: Backend) {
@@ -158,120 +306,289 @@ async fn edit_and_delete_pages(backend: Backend) {
 
     let session = open_form(&http, &shop.url("/items/1/edit")).await;
     let (_, html) = get_text(&shop.url("/items/1/edit")).await;
-    assert!(html.contains("value=\"Old name\"") && html.contains(">Old text</textarea>"), "edit form filled in");
-    let response = post_form(&http, &shop.url("/items/1"), &session,
-        &[("name", "New name"), ("quantity", "5"), ("description", "New text")]).await;
+    assert!(
+        html.contains("value=\"Old name\"") && html.contains(">Old text</textarea>"),
+        "edit form filled in"
+    );
+    let response = post_form(
+        &http,
+        &shop.url("/items/1"),
+        &session,
+        &[
+            ("name", "New name"),
+            ("quantity", "5"),
+            ("description", "New text"),
+        ],
+    )
+    .await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/items/1");
     let (status, html) = get_text(&shop.url("/items/1")).await;
     assert_eq!(status, 200);
-    assert!(html.contains("<h1>New name</h1>") && html.contains("<dd>5</dd>") && html.contains("<dd>New text</dd>"));
+    assert!(
+        html.contains("<h1>New name</h1>")
+            && html.contains("<dd>5</dd>")
+            && html.contains("<dd>New text</dd>")
+    );
 
-    let response = post_form(&http, &shop.url("/items/1"), &session,
-        &[("name", ""), ("quantity", "5"), ("description", "x")]).await;
+    let response = post_form(
+        &http,
+        &shop.url("/items/1"),
+        &session,
+        &[("name", ""), ("quantity", "5"), ("description", "x")],
+    )
+    .await;
     assert_eq!(response.status(), 422, "a bad edit is shown again");
-    assert!(get_text(&shop.url("/items/1")).await.1.contains("<h1>New name</h1>"), "and changes nothing");
+    assert!(
+        get_text(&shop.url("/items/1"))
+            .await
+            .1
+            .contains("<h1>New name</h1>"),
+        "and changes nothing"
+    );
 
-    assert_eq!(post_form(&http, &shop.url("/items/1/delete"), &FormSessionless::none(), &[]).await.status(), 403);
+    assert_eq!(
+        post_form(
+            &http,
+            &shop.url("/items/1/delete"),
+            &FormSessionless::none(),
+            &[]
+        )
+        .await
+        .status(),
+        403
+    );
     let response = post_form(&http, &shop.url("/items/1/delete"), &session, &[]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/items");
     assert_eq!(get_text(&shop.url("/items/1")).await.0, 404);
-    assert_eq!(post_form(&http, &shop.url("/items/1/delete"), &session, &[]).await.status(), 404);
+    assert_eq!(
+        post_form(&http, &shop.url("/items/1/delete"), &session, &[])
+            .await
+            .status(),
+        404
+    );
 }
 
 /// A "session" with no cookie and no token: what a cross-site form would send.
 struct FormSessionless;
 impl FormSessionless {
     fn none() -> common::FormSession {
-        common::FormSession { cookie: "x=y".into(), token: String::new() }
+        common::FormSession {
+            cookie: "x=y".into(),
+            token: String::new(),
+        }
     }
 }
 
 async fn json_api(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
-    let response = http.post(shop.url("/api/items"))
-        .json(&json!({"name": "Kettle", "quantity": 2, "description": "Blue"})).send().await.unwrap();
+    let response = http
+        .post(shop.url("/api/items"))
+        .json(&json!({"name": "Kettle", "quantity": 2, "description": "Blue"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
     assert_eq!(location, format!("/api/items/{}", created["id"]));
-    assert_eq!((created["name"].as_str(), created["quantity"].as_i64(), created["description"].as_str()),
-               (Some("Kettle"), Some(2), Some("Blue")));
-    let added = chrono::DateTime::parse_from_rfc3339(created["date_added"].as_str().unwrap()).unwrap();
-    assert!((chrono::Utc::now() - added.to_utc()).num_seconds().abs() < 60, "date set by the server");
+    assert_eq!(
+        (
+            created["name"].as_str(),
+            created["quantity"].as_i64(),
+            created["description"].as_str()
+        ),
+        (Some("Kettle"), Some(2), Some("Blue"))
+    );
+    let added =
+        chrono::DateTime::parse_from_rfc3339(created["date_added"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - added.to_utc()).num_seconds().abs() < 60,
+        "date set by the server"
+    );
 
-    let fetched: Value = http.get(shop.url(&location)).send().await.unwrap().json().await.unwrap();
+    let fetched: Value = http
+        .get(shop.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fetched, created);
 
-    let response = http.put(shop.url(&location))
-        .json(&json!({"name": "Kettle", "quantity": 0, "description": "Sold out"})).send().await.unwrap();
+    let response = http
+        .put(shop.url(&location))
+        .json(&json!({"name": "Kettle", "quantity": 0, "description": "Sold out"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let updated: Value = response.json().await.unwrap();
-    assert_eq!((updated["quantity"].as_i64(), updated["date_added"].clone()), (Some(0), created["date_added"].clone()));
+    assert_eq!(
+        (updated["quantity"].as_i64(), updated["date_added"].clone()),
+        (Some(0), created["date_added"].clone())
+    );
 
-    let response = http.post(shop.url("/api/items"))
-        .json(&json!({"name": "", "quantity": "many", "description": 7})).send().await.unwrap();
+    let response = http
+        .post(shop.url("/api/items"))
+        .json(&json!({"name": "", "quantity": "many", "description": 7}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     let errors: Value = response.json().await.unwrap();
     assert_eq!(errors["fields"]["name"], "Please enter a name.");
-    assert_eq!(errors["fields"]["description"], "The description must be a string.");
-    assert!(errors["fields"]["quantity"].as_str().unwrap().contains("whole number"));
+    assert_eq!(
+        errors["fields"]["description"],
+        "The description must be a string."
+    );
+    assert!(errors["fields"]["quantity"]
+        .as_str()
+        .unwrap()
+        .contains("whole number"));
 
-    let response = http.post(shop.url("/api/items")).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let response = http
+        .post(shop.url("/api/items"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
     assert!(error["error"].as_str().unwrap().contains("JSON"), "{error}");
-    let response = http.post(shop.url("/api/items")).body("name=x").send().await.unwrap();
+    let response = http
+        .post(shop.url("/api/items"))
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 415);
 
-    assert_eq!(http.delete(shop.url(&location)).send().await.unwrap().status(), 204);
+    assert_eq!(
+        http.delete(shop.url(&location))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     let response = http.get(shop.url(&location)).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "There is no such item.");
-    assert_eq!(http.delete(shop.url(&location)).send().await.unwrap().status(), 404);
-    assert_eq!(http.put(shop.url("/api/items/999")).json(&json!({"name": "a", "quantity": 1, "description": "b"}))
-        .send().await.unwrap().status(), 404);
+    assert_eq!(
+        http.delete(shop.url(&location))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.put(shop.url("/api/items/999"))
+            .json(&json!({"name": "a", "quantity": 1, "description": "b"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 async fn errors_are_pages_with_a_request_id(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
-    for path in ["/no/such/page", "/items/999", "/items/abc", "/items/-1/edit"] {
+    for path in [
+        "/no/such/page",
+        "/items/999",
+        "/items/abc",
+        "/items/-1/edit",
+    ] {
         let response = http.get(shop.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
-        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let html = response.text().await.unwrap();
-        assert!(html.contains("<h1>404 · Not Found</h1>") && html.contains(&id), "{path}: {html}");
+        assert!(
+            html.contains("<h1>404 · Not Found</h1>") && html.contains(&id),
+            "{path}: {html}"
+        );
     }
     let response = http.get(shop.url("/api/nothing")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["request_id"].is_string());
-    assert_eq!(http.delete(shop.url("/items")).send().await.unwrap().status(), 405);
+    assert_eq!(
+        http.delete(shop.url("/items"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
 
     // Bodies over 16 KiB: 413, from the form and from the API, with nothing stored.
     let session = open_form(&http, &shop.url("/")).await;
     let big = "x".repeat(17 * 1024);
-    let response = post_form(&http, &shop.url("/"), &session, &[("name", "a"), ("quantity", "1"), ("description", &big)]).await;
+    let response = post_form(
+        &http,
+        &shop.url("/"),
+        &session,
+        &[("name", "a"), ("quantity", "1"), ("description", &big)],
+    )
+    .await;
     assert_eq!(response.status(), 413);
     assert!(response.text().await.unwrap().contains("too large"));
-    let response = http.post(shop.url("/api/items")).json(&json!({"name": big, "quantity": 1, "description": "d"})).send().await.unwrap();
+    let response = http
+        .post(shop.url("/api/items"))
+        .json(&json!({"name": big, "quantity": 1, "description": "d"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
-    let items: Value = http.get(shop.url("/api/items")).send().await.unwrap().json().await.unwrap();
+    let items: Value = http
+        .get(shop.url("/api/items"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(items["items"], json!([]));
 
     // The proxy's request id is used; the instance says who it is.
-    let response = http.get(shop.url("/healthz")).header("x-request-id", "from-nginx-42").send().await.unwrap();
+    let response = http
+        .get(shop.url("/healthz"))
+        .header("x-request-id", "from-nginx-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "from-nginx-42");
-    assert_eq!(response.headers()["x-shop-instance"], shop.port.to_string().as_str());
-    let ready: Value = http.get(shop.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        response.headers()["x-shop-instance"],
+        shop.port.to_string().as_str()
+    );
+    let ready: Value = http
+        .get(shop.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
     let logs = shop.logs();
     assert!(
-        logs.lines().any(|l| l.contains("request_id=from-nginx-42") && l.contains("method=GET")
-            && l.contains("path=/healthz") && l.contains("status=200") && l.contains("latency_ms=")),
+        logs.lines().any(|l| l.contains("request_id=from-nginx-42")
+            && l.contains("method=GET")
+            && l.contains("path=/healthz")
+            && l.contains("status=200")
+            && l.contains("latency_ms=")),
         "one log line per request with its fields:\n{logs}"
     );
 }
@@ -280,11 +597,19 @@ async fn redirects_ignore_the_host_header(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
     let session = open_form(&http, &shop.url("/")).await;
-    let response = http.post(shop.url("/"))
+    let response = http
+        .post(shop.url("/"))
         .header("cookie", &session.cookie)
         .header("host", "localhost,localhost:8080")
-        .form(&[("csrf_token", session.token.as_str()), ("name", "a"), ("quantity", "1"), ("description", "b")])
-        .send().await.unwrap();
+        .form(&[
+            ("csrf_token", session.token.as_str()),
+            ("name", "a"),
+            ("quantity", "1"),
+            ("description", "b"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/items");
 }

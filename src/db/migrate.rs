@@ -66,14 +66,21 @@ impl Store {
         } else {
             Vec::new()
         };
-        let migrations = self.migrator().iter().filter(|m| m.migration_type.is_up_migration());
+        let migrations = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration());
         let known: Vec<i64> = migrations.clone().map(|m| m.version).collect();
         Ok(MigrationState {
             pending: migrations
                 .filter(|m| !applied.contains(&m.version))
                 .map(|m| (m.version, m.description.to_string()))
                 .collect(),
-            unknown: applied.iter().copied().filter(|v| !known.contains(v)).collect(),
+            unknown: applied
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect(),
             applied,
         })
     }
@@ -81,16 +88,18 @@ impl Store {
 
 /// The main database file of an SQLite connection (`None` for an in-memory database).
 async fn database_file(conn: &mut sqlx::SqliteConnection) -> StoreResult<Option<String>> {
-    let (file,): (String,) = sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (file,): (String,) =
+        sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(Some(file).filter(|f| !f.is_empty()))
 }
 
 /// Hold an exclusive `flock` on `path` until the returned file is dropped.
 async fn lock_exclusive(path: String) -> StoreResult<File> {
     tokio::task::spawn_blocking(move || {
-        let file = File::open(&path).map_err(|e| StoreError::Config(format!("cannot open {path}: {e}")))?;
+        let file = File::open(&path)
+            .map_err(|e| StoreError::Config(format!("cannot open {path}: {e}")))?;
         // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             let e = std::io::Error::last_os_error();

@@ -171,12 +171,16 @@ impl Store {
 
     pub async fn create_item(&self, item: &NewItem) -> StoreResult<Item> {
         let now = now();
-        Ok(run!(self, as queries::INSERT, fetch_one, &item.name, item.quantity, &item.description, now)?)
+        Ok(
+            run!(self, as queries::INSERT, fetch_one, &item.name, item.quantity, &item.description, now)?,
+        )
     }
 
     /// Replace an item's fields; `None` when there is no such item.
     pub async fn update_item(&self, id: i64, item: &NewItem) -> StoreResult<Option<Item>> {
-        Ok(run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, id)?)
+        Ok(
+            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, id)?,
+        )
     }
 
     /// Delete an item; `false` when there was no such item.

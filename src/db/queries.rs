@@ -10,7 +10,10 @@ pub struct Sql {
 impl Sql {
     /// A statement that reads the same in both dialects.
     const fn same(text: &'static str) -> Sql {
-        Sql { postgres: text, sqlite: text }
+        Sql {
+            postgres: text,
+            sqlite: text,
+        }
     }
 
     pub fn for_backend(&self, backend: super::Backend) -> &'static str {
@@ -51,9 +54,8 @@ pub const SEARCH: Sql = Sql {
              ORDER BY date_added DESC, id DESC LIMIT $2 OFFSET $3",
 };
 
-pub const GET: Sql = Sql::same(
-    "SELECT id, name, quantity, description, date_added FROM items WHERE id = $1",
-);
+pub const GET: Sql =
+    Sql::same("SELECT id, name, quantity, description, date_added FROM items WHERE id = $1");
 
 pub const INSERT: Sql = Sql::same(
     "INSERT INTO items (name, quantity, description, date_added) VALUES ($1, $2, $3, $4) \

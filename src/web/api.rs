@@ -43,11 +43,19 @@ pub async fn create(
     let item = new_item(body)?;
     let item = state.store.create_item(&item).await?;
     let location = format!("/api/items/{}", item.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(item)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(item),
+    )
+        .into_response())
 }
 
 /// `GET /api/items/{id}`
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Item>, AppError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Item>, AppError> {
     let id = parse_id(&id)?;
     let item = state.store.get_item(id).await?;
     item.map(Json).ok_or(AppError::NotFound("item"))
@@ -66,7 +74,10 @@ pub async fn update(
 }
 
 /// `DELETE /api/items/{id}` → 204.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
     let id = parse_id(&id)?;
     if state.store.delete_item(id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -108,7 +119,11 @@ fn item_input(body: &Value) -> Result<ItemInput, AppError> {
             None
         }
     };
-    let input = ItemInput { name, quantity, description };
+    let input = ItemInput {
+        name,
+        quantity,
+        description,
+    };
     if errors.is_empty() {
         return Ok(input);
     }
@@ -125,11 +140,15 @@ mod tests {
 
     #[test]
     fn wrong_json_types_are_field_errors() {
-        let Err(AppError::Invalid(errors)) = item_input(&json!({"name": 5, "quantity": [1], "description": "d"}))
+        let Err(AppError::Invalid(errors)) =
+            item_input(&json!({"name": 5, "quantity": [1], "description": "d"}))
         else {
             panic!("expected field errors")
         };
-        assert_eq!(errors.keys().copied().collect::<Vec<_>>(), ["name", "quantity"]);
+        assert_eq!(
+            errors.keys().copied().collect::<Vec<_>>(),
+            ["name", "quantity"]
+        );
         assert!(errors["name"].contains("must be a string"));
     }
 

@@ -47,7 +47,9 @@ impl CsrfKey {
 
     /// Does `token` belong to `cookie`? (Compared in constant time.)
     pub fn verify(&self, cookie: &str, token: &str) -> bool {
-        let Ok(token) = hex::decode(token) else { return false };
+        let Ok(token) = hex::decode(token) else {
+            return false;
+        };
         let mut mac = self.mac();
         mac.update(cookie.as_bytes());
         mac.verify_slice(&token).is_ok()
@@ -72,11 +74,17 @@ impl CsrfCookie {
             .find(|(name, value)| *name == COOKIE && is_cookie_value(value))
             .map(|(_, value)| value.to_owned());
         match sent {
-            Some(value) => CsrfCookie { value, is_new: false },
+            Some(value) => CsrfCookie {
+                value,
+                is_new: false,
+            },
             None => {
                 let mut bytes = [0u8; 32];
                 rand::thread_rng().fill_bytes(&mut bytes);
-                CsrfCookie { value: hex::encode(bytes), is_new: true }
+                CsrfCookie {
+                    value: hex::encode(bytes),
+                    is_new: true,
+                }
             }
         }
     }
@@ -139,9 +147,15 @@ mod tests {
     fn only_well_formed_cookies_are_read() {
         let mut headers = HeaderMap::new();
         let value = "a".repeat(64);
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; shop_csrf={value}")).unwrap());
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("x=1; shop_csrf={value}")).unwrap(),
+        );
         let cookie = CsrfCookie::from_headers(&headers);
-        assert_eq!((cookie.value.as_str(), cookie.is_new), (value.as_str(), false));
+        assert_eq!(
+            (cookie.value.as_str(), cookie.is_new),
+            (value.as_str(), false)
+        );
         headers.insert(header::COOKIE, HeaderValue::from_static("shop_csrf=short"));
         assert!(CsrfCookie::from_headers(&headers).is_new);
     }

@@ -69,7 +69,11 @@ pub struct ErrorReport {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message, fields) = match self {
-            AppError::NotFound(what) => (StatusCode::NOT_FOUND, format!("There is no such {what}."), BTreeMap::new()),
+            AppError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                format!("There is no such {what}."),
+                BTreeMap::new(),
+            ),
             AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, why, BTreeMap::new()),
             AppError::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_owned(), BTreeMap::new()),
             AppError::Invalid(fields) => (
@@ -86,15 +90,25 @@ impl IntoResponse for AppError {
             AppError::Rejected(status, why) => (status, why, BTreeMap::new()),
             AppError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, default_message(StatusCode::SERVICE_UNAVAILABLE).to_owned(), BTreeMap::new())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    default_message(StatusCode::SERVICE_UNAVAILABLE).to_owned(),
+                    BTreeMap::new(),
+                )
             }
             AppError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, default_message(StatusCode::INTERNAL_SERVER_ERROR).to_owned(), BTreeMap::new())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    default_message(StatusCode::INTERNAL_SERVER_ERROR).to_owned(),
+                    BTreeMap::new(),
+                )
             }
         };
         let mut response = status.into_response();
-        response.extensions_mut().insert(ErrorReport { message, fields });
+        response
+            .extensions_mut()
+            .insert(ErrorReport { message, fields });
         response
     }
 }
@@ -117,9 +131,17 @@ fn default_message(status: StatusCode) -> &'static str {
 }
 
 /// Render every error response that does not already carry a page or JSON of ours.
-pub async fn render_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn render_errors(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let wants_json = request.uri().path().starts_with("/api/");
-    let request_id = request.extensions().get::<RequestId>().cloned().unwrap_or_default();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_default();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -148,7 +170,11 @@ pub async fn render_errors(State(state): State<AppState>, request: Request, next
     let (body_parts, body) = body.into_parts();
     parts.headers.insert(
         header::CONTENT_TYPE,
-        body_parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/plain")),
+        body_parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("text/plain")),
     );
     Response::from_parts(parts, body)
 }
@@ -162,7 +188,12 @@ fn has_own_body(response: &Response) -> bool {
         .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"))
 }
 
-fn error_page(state: &AppState, status: StatusCode, report: &ErrorReport, request_id: &RequestId) -> Response {
+fn error_page(
+    state: &AppState,
+    status: StatusCode,
+    report: &ErrorReport,
+    request_id: &RequestId,
+) -> Response {
     let mut context = tera::Context::new();
     context.insert("status", &status.as_u16());
     context.insert("reason", status.canonical_reason().unwrap_or("Error"));

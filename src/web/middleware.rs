@@ -25,7 +25,8 @@ impl RequestId {
     fn from_header(value: Option<&HeaderValue>) -> RequestId {
         let given = value.and_then(|v| v.to_str().ok()).filter(|v| {
             (1..=128).contains(&v.len())
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         });
         match given {
             Some(id) => RequestId(id.to_owned()),

@@ -45,7 +45,8 @@ impl AppState {
             store,
             templates: Arc::new(Templates::load()?),
             csrf: Arc::new(csrf),
-            instance_header: HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("")),
+            instance_header: HeaderValue::from_str(instance)
+                .unwrap_or(HeaderValue::from_static("")),
         })
     }
 }
@@ -64,13 +65,19 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/", get(pages::new_item_form).post(pages::create_item))
         .route("/items", get(pages::list_items))
         .route("/success", get(pages::list_items))
-        .route("/items/{id}", get(pages::show_item).post(pages::update_item))
+        .route(
+            "/items/{id}",
+            get(pages::show_item).post(pages::update_item),
+        )
         .route("/items/{id}/edit", get(pages::edit_item_form))
         .route("/items/{id}/delete", post(pages::delete_item))
         .layer(from_fn(csrf::ensure_cookie));
     let api = Router::new()
         .route("/api/items", get(api::list).post(api::create))
-        .route("/api/items/{id}", get(api::show).put(api::update).delete(api::delete));
+        .route(
+            "/api/items/{id}",
+            get(api::show).put(api::update).delete(api::delete),
+        );
     Router::new()
         .merge(pages)
         .merge(api)
@@ -82,7 +89,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn_with_state(state.clone(), middleware::observe))
                 .layer(from_fn_with_state(state.clone(), error::render_errors))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    limits.request_timeout,
+                ))
                 .layer(DefaultBodyLimit::max(limits.body_bytes)),
         )
         .with_state(state)
@@ -108,8 +118,12 @@ pub struct ListParams {
 
 impl ListParams {
     fn parse(&self) -> Result<ListQuery, AppError> {
-        ListQuery::parse(self.page.as_deref(), self.per_page.as_deref(), self.q.as_deref())
-            .map_err(AppError::BadRequest)
+        ListQuery::parse(
+            self.page.as_deref(),
+            self.per_page.as_deref(),
+            self.q.as_deref(),
+        )
+        .map_err(AppError::BadRequest)
     }
 }
 

@@ -186,7 +186,11 @@ fn page_url(query: &ListQuery, page: u32) -> String {
 
 async fn find(state: &AppState, id: &str) -> Result<Item, AppError> {
     let id = parse_id(id)?;
-    state.store.get_item(id).await?.ok_or(AppError::NotFound("item"))
+    state
+        .store
+        .get_item(id)
+        .await?
+        .ok_or(AppError::NotFound("item"))
 }
 
 /// `GET /items/{id}`.

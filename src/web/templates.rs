@@ -43,7 +43,10 @@ mod tests {
         context.insert("message", "<script>alert(1)</script>");
         context.insert("request_id", "abc");
         let html = templates.render("error.html", &context).unwrap();
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
+            "{html}"
+        );
         assert!(!html.contains("<script>"));
     }
 }

@@ -20,7 +20,11 @@ pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +74,11 @@ impl TestDb {
 
 fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("shop_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "shop_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub fn shop_binary() -> PathBuf {
@@ -84,13 +92,24 @@ pub fn shop_command(dir: &std::path::Path) -> Command {
     if !config.exists() {
         std::fs::write(&config, "").unwrap();
     }
+    let mut command = shop_command_without_config(dir);
+    command.arg("--config").arg(config);
+    command
+}
+
+/// Like `shop_command`, but the caller passes `--config` (or relies on the default path).
+pub fn shop_command_without_config(dir: &std::path::Path) -> Command {
     let mut command = Command::new(shop_binary());
     for (key, _) in std::env::vars() {
-        if key.starts_with("SHOP_") || key == "RUST_LOG" || key.starts_with("LISTEN_") || key == "NOTIFY_SOCKET" {
+        if key.starts_with("SHOP_")
+            || key == "RUST_LOG"
+            || key.starts_with("LISTEN_")
+            || key == "NOTIFY_SOCKET"
+        {
             command.env_remove(key);
         }
     }
-    command.arg("--config").arg(config).current_dir(dir);
+    command.current_dir(dir);
     command
 }
 
@@ -107,7 +126,8 @@ impl Shop {
     /// Start `shop serve` on `database_url` with extra `SHOP_*` settings, and wait until it
     /// says where it serves.
     pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Shop {
-        Shop::try_start(database_url, settings).unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
+        Shop::try_start(database_url, settings)
+            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
     }
 
     pub fn try_start(database_url: &str, settings: &[(&str, &str)]) -> Result<Shop, String> {
@@ -140,7 +160,13 @@ impl Shop {
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => {
                 let port = url.rsplit(':').next().unwrap().parse().unwrap();
-                Ok(Shop { child, url, port, logs, _dir: dir })
+                Ok(Shop {
+                    child,
+                    url,
+                    port,
+                    logs,
+                    _dir: dir,
+                })
             }
             Err(_) => {
                 let _ = child.kill();
@@ -224,13 +250,19 @@ pub async fn open_form(client: &reqwest::Client, url: &str) -> FormSession {
         .map(|v| v.split(';').next().unwrap().to_owned())
         .expect("a shop_csrf cookie");
     let html = response.text().await.unwrap();
-    FormSession { cookie, token: hidden_field(&html, "csrf_token") }
+    FormSession {
+        cookie,
+        token: hidden_field(&html, "csrf_token"),
+    }
 }
 
 /// The value of a hidden input in an HTML page.
 pub fn hidden_field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in:\n{html}")) + marker.len();
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in:\n{html}"))
+        + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
 }
 
@@ -243,11 +275,22 @@ pub async fn post_form(
 ) -> reqwest::Response {
     let mut body: Vec<(&str, &str)> = vec![("csrf_token", &session.token)];
     body.extend_from_slice(fields);
-    client.post(url).header("cookie", &session.cookie).form(&body).send().await.unwrap()
+    client
+        .post(url)
+        .header("cookie", &session.cookie)
+        .form(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Poll `url` until it answers `status`, at most `timeout`.
-pub async fn wait_for_status(client: &reqwest::Client, url: &str, status: u16, timeout: Duration) -> bool {
+pub async fn wait_for_status(
+    client: &reqwest::Client,
+    url: &str,
+    status: u16,
+    timeout: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if let Ok(r) = client.get(url).send().await {

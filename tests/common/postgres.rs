@@ -21,7 +21,10 @@ impl PgCluster {
     /// Make and start a new cluster (~1–2 s).
     pub fn start() -> PgCluster {
         let bin = postgres_bin_dir();
-        let dir = tempfile::Builder::new().prefix("shop-pg-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("shop-pg-")
+            .tempdir()
+            .expect("temp dir");
         let port = free_port();
         let cluster = PgCluster {
             admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -31,9 +34,20 @@ impl PgCluster {
             owned: true,
         };
         give_to_db_user(cluster.dir.path());
-        cluster.db_command("initdb", &[
-            "-D", &cluster.data_dir(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C",
-        ]);
+        cluster.db_command(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data_dir(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
         cluster.start_server();
         cluster
     }
@@ -54,6 +68,7 @@ impl PgCluster {
                 extern "C" fn stop_shared() {
                     if let Some(cluster) = SHARED.get() {
                         cluster.stop();
+                        let _ = std::fs::remove_dir_all(cluster.dir.path());
                     }
                 }
                 let cluster = PgCluster::start();
@@ -75,13 +90,30 @@ impl PgCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.db_command("pg_ctl", &["-D", &self.data_dir(), "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
+        self.db_command(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
     }
 
     /// Stop the server (fast shutdown: clients see their connections terminated).
     pub fn stop(&self) {
         if self.owned && Path::new(&self.data_dir()).join("postmaster.pid").exists() {
-            self.db_command("pg_ctl", &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"]);
+            self.db_command(
+                "pg_ctl",
+                &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+            );
         }
     }
 
@@ -98,7 +130,10 @@ impl PgCluster {
     }
 
     pub fn database_url(&self, name: &str) -> String {
-        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(base, _)| base);
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .map_or(self.admin_url.as_str(), |(base, _)| base);
         format!("{base}/{name}")
     }
 
@@ -113,10 +148,24 @@ impl PgCluster {
 
     fn psql_url(&self, url: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args([url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-c", sql])
+            .args([
+                url,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -130,9 +179,14 @@ impl PgCluster {
         } else {
             Command::new(&program)
         };
-        let out = command.args(args).current_dir(self.dir.path()).output().expect("run a PostgreSQL tool");
+        let out = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run a PostgreSQL tool");
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
             panic!(
                 "{} {args:?} failed: {}{}\nserver log:\n{log}",
                 program.display(),
@@ -158,9 +212,18 @@ fn give_to_db_user(dir: &Path) {
     if !is_root() {
         return;
     }
-    let out = Command::new("id").args(["-u", "postgres"]).output().expect("run id");
-    assert!(out.status.success(), "running as root needs a `postgres` user (apt-get install postgresql)");
-    let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid");
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("run id");
+    assert!(
+        out.status.success(),
+        "running as root needs a `postgres` user (apt-get install postgresql)"
+    );
+    let uid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid");
     std::os::unix::fs::chown(dir, Some(uid), None).expect("chown the cluster directory");
 }
 

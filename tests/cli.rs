@@ -1,0 +1,229 @@
+//! The command line: configuration layering and validation, `check`, `migrate`, `--help`
+//! and `--version`, and secrets that never show.
+
+mod common;
+
+use std::process::Output;
+
+use common::{shop_command, shop_command_without_config, Backend, PgCluster, Shop, TestDb, SECRET};
+
+fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    shop_command(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_bad_setting_fails_with_the_name_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("SHOP_DATABASE__URL", "mysql://db/shop")],
+            "database.url: unsupported scheme \"mysql\"",
+        ),
+        (&[("SHOP_SERVER__LISTEN", "everywhere")], "server.listen"),
+        (
+            &[("SHOP_DATABASE__MAX_CONNECTIONS", "many")],
+            "database.max_connections",
+        ),
+        (
+            &[("SHOP_SECURITY__SECRET", "short")],
+            "security.secret: must be at least 32 characters",
+        ),
+        (&[("SHOP_DATABASE_URL", "sqlite:x.db")], "database_url"),
+        (
+            &[("SHOP_SERVER__REQUEST_TIMEOUT_SECS", "0")],
+            "server.request_timeout_secs",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = run(dir.path(), &["check"], env);
+        assert_eq!(out.status.code(), Some(78), "{env:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(expected),
+            "{env:?} should mention {expected}: {}",
+            text(&out)
+        );
+    }
+
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "[databse]\nurl = \"sqlite:x.db\"\n",
+    )
+    .unwrap();
+    let out = shop_command_without_config(dir.path())
+        .args(["--config", "typo.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("databse"), "{}", text(&out));
+
+    let out = shop_command_without_config(dir.path())
+        .args(["--config", "missing.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("missing.toml does not exist"));
+}
+
+#[test]
+fn environment_overrides_the_file_which_overrides_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.toml"),
+        "instance = \"from-file\"\n[server]\nlisten = \"127.0.0.1:9999\"\n[database]\nurl = \"sqlite:file.db\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["check"], &[("SHOP_INSTANCE", "from-env")]);
+    let out = text(&out);
+    assert!(out.contains("instance:        from-env"), "{out}");
+    assert!(out.contains("listen:          127.0.0.1:9999"), "{out}");
+    assert!(out.contains("database:        sqlite:file.db"), "{out}");
+    assert!(out.contains("config file:     "), "{out}");
+}
+
+#[test]
+fn check_says_what_works_and_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("fresh.db").display());
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("SHOP_DATABASE__URL", &db),
+            ("SHOP_SECURITY__SECRET", SECRET),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("reachable:     yes — SQLite 3."),
+        "{report}"
+    );
+    assert!(report.contains("1 pending: 1 create items"), "{report}");
+    assert!(
+        report.contains("`shop serve` applies them at start"),
+        "{report}"
+    );
+    assert!(
+        report.contains("security.secret: set") && report.contains("result:          OK"),
+        "{report}"
+    );
+
+    let out = run(dir.path(), &["migrate"], &[("SHOP_DATABASE__URL", &db)]);
+    assert!(
+        out.status.success() && text(&out).contains("applied 1 migration(s)"),
+        "{}",
+        text(&out)
+    );
+    let out = run(dir.path(), &["migrate"], &[("SHOP_DATABASE__URL", &db)]);
+    assert!(
+        text(&out).contains("applied 0 migration(s)"),
+        "migrate is idempotent: {}",
+        text(&out)
+    );
+    let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &db)]);
+    let report = text(&out);
+    assert!(
+        report.contains("1 applied, up to date") && report.contains("security.secret: NOT SET"),
+        "{report}"
+    );
+
+    let pending = format!("sqlite:{}", dir.path().join("pending.db").display());
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("SHOP_DATABASE__URL", &pending),
+            ("SHOP_DATABASE__MIGRATE_ON_START", "false"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("fix:           run `shop migrate`"),
+        "{}",
+        text(&out)
+    );
+
+    let nowhere = format!("postgres://shop@127.0.0.1:{}/shop", common::free_port());
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("SHOP_DATABASE__URL", &nowhere),
+            ("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out);
+    assert!(
+        report.contains("reachable:     NO")
+            && report.contains("start the database or correct database.url"),
+        "{report}"
+    );
+    assert!(report.contains("PROBLEMS FOUND"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_secrets_are_never_printed() {
+    let db = TestDb::new(Backend::Postgres);
+    // The test cluster trusts local connections, so any password is accepted.
+    let with_password = db.url.replacen("postgres@", "postgres:hunter2-pw@", 1);
+    let secret = "a-very-secret-value-that-must-not-leak-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("SHOP_DATABASE__URL", &with_password),
+            ("SHOP_SECURITY__SECRET", secret),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let shop = Shop::start(
+        &with_password,
+        &[
+            ("SHOP_SECURITY__SECRET", secret),
+            ("SHOP_LOG__LEVEL", "debug"),
+        ],
+    );
+    let page = common::client()
+        .get(shop.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for printed in [text(&out), shop.logs(), page] {
+        assert!(
+            !printed.contains("hunter2") && !printed.contains(secret),
+            "leaked in:\n{printed}"
+        );
+    }
+    assert!(text(&out).contains("postgres:****@"));
+    assert!(PgCluster::shared()
+        .database_url("x")
+        .starts_with("postgres://"));
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = text(&run(dir.path(), &["--help"], &[]));
+    for command in ["serve", "migrate", "check", "--config"] {
+        assert!(out.contains(command), "{out}");
+    }
+    let out = text(&run(dir.path(), &["--version"], &[]));
+    assert_eq!(out.trim(), format!("shop {}", env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,327 @@
+//! How shop behaves when things go wrong: the database goes away and comes back, three
+//! instances start at once on an empty database, a query fails, SIGTERM arrives mid-request.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{client, open_form, post_form, Backend, PgCluster, Shop, TestDb};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_gives_503_and_recovers_without_a_restart() {
+    let cluster = PgCluster::start();
+    let url = cluster.create_database("outage");
+    let shop = Shop::start(&url, &[("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")]);
+    let http = client();
+    let session = open_form(&http, &shop.url("/")).await;
+    let item = [
+        ("name", "Survivor"),
+        ("quantity", "1"),
+        ("description", "made before the outage"),
+    ];
+    assert_eq!(
+        post_form(&http, &shop.url("/"), &session, &item)
+            .await
+            .status(),
+        303
+    );
+
+    cluster.stop();
+    let started = std::time::Instant::now();
+    let response = http.get(shop.url("/items")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("cannot reach its database") && html.contains(&request_id),
+        "{html}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a 503, not a hang"
+    );
+    let response = http.get(shop.url("/api/items")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("database"));
+    let response = post_form(
+        &http,
+        &shop.url("/"),
+        &session,
+        &[("name", "Lost?"), ("quantity", "1"), ("description", "x")],
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        503,
+        "a POST during the outage is refused, not half-done"
+    );
+    assert_eq!(
+        http.get(shop.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
+    assert_eq!(
+        http.get(shop.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the process itself is fine"
+    );
+
+    cluster.restart();
+    assert!(
+        common::wait_for_status(&http, &shop.url("/items"), 200, Duration::from_secs(15)).await,
+        "serves again by itself:\n{}",
+        shop.logs()
+    );
+    let html = http
+        .get(shop.url("/items"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Survivor") && !html.contains("Lost?"));
+    assert_eq!(
+        http.get(shop.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    assert!(
+        shop.logs().contains("database unavailable"),
+        "the outage is logged"
+    );
+    drop(shop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_waits_for_a_database_that_is_still_starting() {
+    let cluster = PgCluster::start();
+    let url = cluster.create_database("late");
+    cluster.stop();
+    let starter = std::thread::spawn(move || {
+        Shop::start(&url, &[("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")])
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    cluster.restart();
+    let shop = starter
+        .join()
+        .expect("shop started once the database came up");
+    assert!(shop.logs().contains("database not reachable yet"));
+    assert_eq!(
+        client()
+            .get(shop.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+async fn three_instances_start_at_once_on_an_empty_database(backend: Backend) {
+    let db = TestDb::new(backend);
+    let starters: Vec<_> = (0..3)
+        .map(|_| {
+            let url = db.url.clone();
+            std::thread::spawn(move || Shop::try_start(&url, &[]))
+        })
+        .collect();
+    let shops: Vec<Shop> = starters
+        .into_iter()
+        .map(|s| {
+            s.join()
+                .unwrap()
+                .unwrap_or_else(|logs| panic!("an instance failed to start:\n{logs}"))
+        })
+        .collect();
+    for shop in &shops {
+        assert_eq!(
+            client()
+                .get(shop.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let http = client();
+    let session = open_form(&http, &shops[0].url("/")).await;
+    for shop in &shops {
+        let item = [("name", "x"), ("quantity", "1"), ("description", "y")];
+        assert_eq!(
+            post_form(&http, &shop.url("/"), &session, &item)
+                .await
+                .status(),
+            303
+        );
+    }
+    let migrations = match backend {
+        Backend::Postgres => db.sql("SELECT count(*) FROM _sqlx_migrations"),
+        Backend::Sqlite => sqlite_scalar(&db.url, "SELECT count(*) FROM _sqlx_migrations").await,
+    };
+    assert_eq!(migrations, "1", "each migration applied exactly once");
+}
+
+async fn sqlite_scalar(url: &str, sql: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let (value,): (i64,) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
+    value.to_string()
+}
+
+async fn the_list_walks_the_index(backend: Backend) {
+    let db = TestDb::new(backend);
+    let shop = Shop::start(&db.url, &[]);
+    let plan = match backend {
+        Backend::Postgres => {
+            db.sql("INSERT INTO items (name, quantity, description, date_added) \
+                    SELECT 'n' || g, g % 100, 'd', now() - g * interval '1 second' FROM generate_series(1, 20000) g");
+            db.sql("ANALYZE items");
+            db.sql(
+                "EXPLAIN SELECT id, name, quantity, description, date_added FROM items \
+                    ORDER BY date_added DESC, id DESC LIMIT 51 OFFSET 0",
+            )
+        }
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+                "EXPLAIN QUERY PLAN SELECT id, name, quantity, description, date_added FROM items \
+                 ORDER BY date_added DESC, id DESC LIMIT 51 OFFSET 0",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+    };
+    assert!(
+        plan.contains("items_newest_first"),
+        "the list page uses the index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Sort") && !plan.contains("TEMP B-TREE"),
+        "and sorts nothing:\n{plan}"
+    );
+    let response = client().get(shop.url("/items")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_error_shows_a_generic_page_and_logs_the_details() {
+    let db = TestDb::new(Backend::Postgres);
+    let shop = Shop::start(&db.url, &[]);
+    db.sql("ALTER TABLE items RENAME COLUMN description TO descr_broken");
+    let response = client().get(shop.url("/items")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("Something went wrong on our side") && html.contains(&request_id),
+        "{html}"
+    );
+    assert!(
+        !html.contains("descr") && !html.contains("column"),
+        "no internals leak: {html}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = shop.logs();
+    assert!(
+        logs.lines().any(|l| l.contains(&request_id)
+            && l.contains("internal error")
+            && l.contains("description")),
+        "the log line has the request id and the cause:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_migrations_when_start_up_does_not_apply_them() {
+    let db = TestDb::new(Backend::Sqlite);
+    let shop = Shop::start(&db.url, &[("SHOP_DATABASE__MIGRATE_ON_START", "false")]);
+    let response = client().get(shop.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.text().await.unwrap().contains("shop migrate"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::shop_command(dir.path())
+        .arg("migrate")
+        .env("SHOP_DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client()
+            .get(shop.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut shop = Shop::start(&db.url, &[]);
+    let session = open_form(&client(), &shop.url("/")).await;
+    let body = format!(
+        "csrf_token={}&name=Late&quantity=1&description=sent+slowly",
+        session.token
+    );
+
+    // A client that has sent the headers and half of the body when SIGTERM arrives.
+    let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
+    write!(stream, "POST / HTTP/1.1\r\nHost: shop\r\nCookie: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        session.cookie, body.len()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    shop.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(("127.0.0.1", shop.port)).is_err(),
+        "no new connections once draining"
+    );
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 303"),
+        "the in-flight POST completed: {response}"
+    );
+    assert_eq!(
+        shop.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "a clean exit:\n{}",
+        shop.logs()
+    );
+    let count = sqlite_scalar(&db.url, "SELECT count(*) FROM items WHERE name = 'Late'").await;
+    assert_eq!(count, "1");
+}
+
+both_backends!(
+    three_instances_start_at_once_on_an_empty_database,
+    the_list_walks_the_index
+);
