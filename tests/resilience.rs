@@ -325,3 +325,19 @@ both_backends!(
     three_instances_start_at_once_on_an_empty_database,
     the_list_walks_the_index
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut shop = Shop::start(&db.url, &[("SHOP_SERVER__SHUTDOWN_TIMEOUT_SECS", "1")]);
+    let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
+    // Headers promising a body that never comes.
+    write!(stream, "POST / HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    shop.terminate();
+    assert_eq!(shop.wait_exit(Duration::from_secs(10)), Some(0), "{}", shop.logs());
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_millis(900), "it waited for the request ({took:?})");
+    assert!(shop.logs().contains("shutdown timeout reached"), "{}", shop.logs());
+}
