@@ -11,48 +11,142 @@ use tracing::Instrument;
 use crate::config::{redact_url, Settings};
 use crate::db::{Store, StoreError};
 use crate::server::{self, ConnectionPolicy};
+use crate::systemd::{self, Handover};
 use crate::web::{self, AppState, CsrfKey, Limits};
 
-/// `shop serve`.
-pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
-    let address = settings.listen_addr();
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} (server.listen)"))?;
-    let local = listener.local_addr()?;
+/// `shop serve`: on the socket systemd passed, or on `server.listen`.
+pub async fn serve(mut settings: Settings, handover: Handover) -> anyhow::Result<()> {
+    let socket_activated = handover.listener.is_some();
+    let listener = match handover.listener {
+        Some(socket) => {
+            TcpListener::from_std(socket).context("using the socket passed by systemd")?
+        }
+        None => {
+            let address = settings.listen_addr();
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (server.listen)"))?
+        }
+    };
     if settings.instance.is_empty() {
-        settings.instance = local.port().to_string();
+        settings.instance = listener.local_addr()?.port().to_string();
     }
     let span = tracing::info_span!("shop", instance = %settings.instance);
-    run_server(settings, listener).instrument(span).await
+    let run = Run {
+        settings,
+        listener,
+        socket_activated,
+        watchdog: handover.watchdog,
+    };
+    run.serve().instrument(span).await
 }
 
-async fn run_server(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        database = %redact_url(settings.database.url.expose()),
-        "starting shop"
-    );
-    let store = connect_and_migrate(&settings).await?;
-    let csrf = csrf_key(&settings);
-    let state =
-        AppState::new(store.clone(), csrf, &settings.instance).context("loading templates")?;
-    let app = web::router(
-        state,
-        Limits {
-            body_bytes: settings.server.body_limit_bytes,
-            request_timeout: settings.server.request_timeout(),
-        },
-    );
-    tracing::info!("shop is serving at http://{}/", listener.local_addr()?);
-    let policy = ConnectionPolicy {
-        keepalive_idle: settings.server.keepalive_idle(),
-        shutdown_timeout: settings.server.shutdown_timeout(),
-    };
-    server::serve(listener, app, policy, server::shutdown_signal()).await;
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
+/// One `shop serve` process, from its listener to its exit.
+struct Run {
+    settings: Settings,
+    listener: TcpListener,
+    socket_activated: bool,
+    watchdog: Option<Duration>,
+}
+
+impl Run {
+    async fn serve(self) -> anyhow::Result<()> {
+        let Run {
+            settings,
+            listener,
+            socket_activated,
+            watchdog,
+        } = self;
+        let local = listener.local_addr()?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            database = %redact_url(settings.database.url.expose()),
+            socket = if socket_activated { "passed by systemd" } else { "bound by shop" },
+            "starting shop"
+        );
+        systemd::status("waiting for the database");
+        let store = connect_and_migrate(&settings).await?;
+        let state = AppState::new(store.clone(), csrf_key(&settings), &settings.instance)
+            .context("loading templates")?;
+        let activity = state.activity();
+        let app = web::router(
+            state,
+            Limits {
+                body_bytes: settings.server.body_limit_bytes,
+                request_timeout: settings.server.request_timeout(),
+            },
+        );
+        let serving = format!(
+            "serving on {local}, database ok ({})",
+            store.backend().name()
+        );
+        tracing::info!("shop is serving at http://{local}/");
+        systemd::ready(&serving);
+        if let Some(interval) = watchdog {
+            tokio::spawn(watchdog_pings(store.clone(), interval, serving).in_current_span());
+        }
+        let idle_exit = match settings.server.idle_exit_after() {
+            Some(after) if socket_activated => Some(after),
+            Some(_) => {
+                tracing::warn!(
+                    "server.idle_exit_after_secs is ignored: it needs a socket passed by systemd"
+                );
+                None
+            }
+            None => None,
+        };
+        let shutdown = async move {
+            tokio::select! {
+                () = server::shutdown_signal() => {}
+                () = activity.idle_for(idle_exit) => {}
+            }
+            systemd::stopping("stopping: finishing requests in flight");
+        };
+        let policy = ConnectionPolicy {
+            keepalive_idle: settings.server.keepalive_idle(),
+            shutdown_timeout: settings.server.shutdown_timeout(),
+        };
+        server::serve(listener, app, policy, shutdown).await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Send `WATCHDOG=1` every half interval, but only while the database answers: an
+/// instance that cannot reach it (or whose runtime is wedged) is restarted by systemd.
+async fn watchdog_pings(store: Store, interval: Duration, serving: String) {
+    let period = interval / 2;
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    loop {
+        ticks.tick().await;
+        let outcome = match tokio::time::timeout(period, store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", period.as_millis())),
+        };
+        match outcome {
+            Ok(()) => {
+                systemd::watchdog();
+                if !healthy {
+                    tracing::info!("database reachable again; watchdog pings resume");
+                    systemd::status(&serving);
+                }
+                healthy = true;
+            }
+            Err(e) => {
+                if healthy {
+                    tracing::warn!(error = %e, "database ping failed; withholding watchdog pings");
+                    systemd::status(&format!(
+                        "database unreachable ({e}); withholding watchdog pings"
+                    ));
+                }
+                healthy = false;
+            }
+        }
+    }
 }
 
 /// Connect and (unless configured not to) migrate, retrying while the database is
@@ -64,6 +158,7 @@ async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<Store> {
         match try_connect_and_migrate(settings).await {
             Ok(store) => return Ok(store),
             Err(StoreError::Unavailable(e)) if Instant::now() + delay < deadline => {
+                systemd::status(&format!("waiting for the database: {e}"));
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -39,8 +39,9 @@ pub struct ServerSettings {
     /// a slow client) is closed after this long. Keep it above nginx's upstream
     /// `keepalive_timeout`, so nginx never reuses a connection shop has just closed.
     pub keepalive_idle_secs: u64,
-    /// Exit cleanly after this many minutes with no request (0: never).
-    pub idle_exit_after_mins: u64,
+    /// Under socket activation, exit cleanly after this many seconds with no request
+    /// (0: never); systemd keeps the socket and starts shop again on the next connection.
+    pub idle_exit_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,7 +200,7 @@ impl ServerSettings {
         Duration::from_secs(self.keepalive_idle_secs)
     }
     pub fn idle_exit_after(&self) -> Option<Duration> {
-        (self.idle_exit_after_mins > 0).then(|| Duration::from_secs(self.idle_exit_after_mins * 60))
+        (self.idle_exit_after_secs > 0).then(|| Duration::from_secs(self.idle_exit_after_secs))
     }
 }
 
@@ -213,7 +214,7 @@ body_limit_bytes = 16384
 request_timeout_secs = 30
 shutdown_timeout_secs = 20
 keepalive_idle_secs = 75
-idle_exit_after_mins = 0
+idle_exit_after_secs = 0
 
 [database]
 url = "sqlite:shop.db"

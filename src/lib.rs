@@ -6,5 +6,6 @@ pub mod config;
 pub mod db;
 pub mod items;
 pub mod server;
+pub mod systemd;
 pub mod telemetry;
 pub mod web;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shop::config::Settings;
+use shop::systemd::Handover;
 use shop::{app, telemetry};
 
 /// A small items shop: add items for sale and list them.
@@ -37,6 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(78); // EX_CONFIG: systemd will not hammer a bad config
         }
     };
+    // Read what systemd passed before any thread exists: it clears those variables.
+    let handover = match Handover::take() {
+        Ok(handover) => handover,
+        Err(e) => {
+            eprintln!("shop: {e}");
+            return ExitCode::from(78);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -47,8 +56,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
-                telemetry::init(&settings.log.level, &settings.instance);
-                app::serve(settings).await.map(|()| true)
+                telemetry::init(&settings.log.level);
+                app::serve(settings, handover).await.map(|()| true)
             }
             Command::Migrate => app::migrate(settings).await.map(|()| true),
             Command::Check => Ok(app::check(settings, file).await),

@@ -10,8 +10,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. `level` is a filter such as `info`; `RUST_LOG` wins.
-/// `instance` is added to every journal entry as `SHOP_INSTANCE`.
-pub fn init(level: &str, instance: &str) {
+/// In the journal, span fields become fields of each entry (`INSTANCE`, `REQUEST_ID`,
+/// `METHOD`, `PATH`) next to the event's own (`STATUS`, `LATENCY_MS`).
+pub fn init(level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -20,8 +21,7 @@ pub fn init(level: &str, instance: &str) {
         if let Ok(journal) = tracing_journald::layer() {
             let journal = journal
                 .with_syslog_identifier("shop".into())
-                .with_field_prefix(None)
-                .with_custom_fields([("SHOP_INSTANCE", instance)]);
+                .with_field_prefix(None);
             registry.with(journal).init();
             return;
         }

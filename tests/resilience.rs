@@ -336,8 +336,20 @@ async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
     std::thread::sleep(Duration::from_millis(200));
     let asked = std::time::Instant::now();
     shop.terminate();
-    assert_eq!(shop.wait_exit(Duration::from_secs(10)), Some(0), "{}", shop.logs());
+    assert_eq!(
+        shop.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        shop.logs()
+    );
     let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(900), "it waited for the request ({took:?})");
-    assert!(shop.logs().contains("shutdown timeout reached"), "{}", shop.logs());
+    assert!(
+        took >= Duration::from_millis(900),
+        "it waited for the request ({took:?})"
+    );
+    assert!(
+        shop.logs().contains("shutdown timeout reached"),
+        "{}",
+        shop.logs()
+    );
 }

@@ -37,6 +37,7 @@ pub struct AppState {
     templates: Arc<Templates>,
     csrf: Arc<CsrfKey>,
     instance_header: HeaderValue,
+    activity: Arc<middleware::Activity>,
 }
 
 impl AppState {
@@ -47,7 +48,13 @@ impl AppState {
             csrf: Arc::new(csrf),
             instance_header: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("")),
+            activity: Arc::default(),
         })
+    }
+
+    /// The request activity of this process (shared with the idle-exit timer).
+    pub fn activity(&self) -> Arc<middleware::Activity> {
+        Arc::clone(&self.activity)
     }
 }
 

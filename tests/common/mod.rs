@@ -131,17 +131,52 @@ impl Shop {
     }
 
     pub fn try_start(database_url: &str, settings: &[(&str, &str)]) -> Result<Shop, String> {
+        Shop::launch(database_url, settings, None)
+    }
+
+    /// Start `shop serve` under `systemd-socket-activate` on a free port: the socket is
+    /// passed as fd 3 and shop starts on the first connection, which this makes.
+    pub fn start_socket_activated(database_url: &str, settings: &[(&str, &str)]) -> Shop {
+        let port = free_port();
+        Shop::launch(database_url, settings, Some(port))
+            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
+    }
+
+    fn launch(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        activated_on: Option<u16>,
+    ) -> Result<Shop, String> {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = shop_command(dir.path());
-        command
-            .arg("serve")
-            .env("SHOP_SERVER__LISTEN", "127.0.0.1:0")
-            .env("SHOP_DATABASE__URL", database_url)
-            .env("SHOP_SECURITY__SECRET", SECRET)
-            .env("SHOP_LOG__LEVEL", "info,sqlx=warn")
-            .envs(settings.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut env: Vec<(String, String)> = vec![
+            ("SHOP_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("SHOP_DATABASE__URL".into(), database_url.into()),
+            ("SHOP_SECURITY__SECRET".into(), SECRET.into()),
+            ("SHOP_LOG__LEVEL".into(), "info,sqlx=warn".into()),
+        ];
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut command = match activated_on {
+            None => {
+                let mut command = shop_command(dir.path());
+                command.arg("serve").envs(env);
+                command
+            }
+            Some(port) => {
+                let shop = shop_command(dir.path());
+                let mut command = Command::new("systemd-socket-activate");
+                command.arg("-l").arg(format!("127.0.0.1:{port}"));
+                for (key, value) in env {
+                    command.arg("-E").arg(format!("{key}={value}"));
+                }
+                command
+                    .arg(shop.get_program())
+                    .args(shop.get_args())
+                    .arg("serve")
+                    .current_dir(dir.path());
+                command
+            }
+        };
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start shop");
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -157,6 +192,22 @@ impl Shop {
                 logs.push('\n');
             }
         });
+        if let Some(port) = activated_on {
+            // The first connection makes systemd-socket-activate start shop.
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        use std::io::Write;
+                        let _ = s.write_all(
+                            b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                        );
+                        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => {
                 let port = url.rsplit(':').next().unwrap().parse().unwrap();

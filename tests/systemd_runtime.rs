@@ -1,0 +1,272 @@
+//! The systemd protocol, on this host without systemd as PID 1: a socket passed by
+//! `systemd-socket-activate`, and readiness, status, watchdog and stopping messages read
+//! from a real `NOTIFY_SOCKET` datagram socket.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{client, open_form, post_form, Backend, PgCluster, Shop, TestDb};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_the_socket_systemd_passes() {
+    let db = TestDb::new(Backend::Postgres);
+    let shop = Shop::start_socket_activated(&db.url, &[("SHOP_INSTANCE", "8001")]);
+    assert!(
+        shop.logs().contains("socket=\"passed by systemd\""),
+        "{}",
+        shop.logs()
+    );
+    assert!(
+        shop.logs().contains("shop{instance=8001}"),
+        "the instance is in every log line"
+    );
+    let http = client();
+    let response = http.get(shop.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-shop-instance"], "8001");
+    let session = open_form(&http, &shop.url("/")).await;
+    let item = [
+        ("name", "Socket"),
+        ("quantity", "1"),
+        ("description", "activated"),
+    ];
+    assert_eq!(
+        post_form(&http, &shop.url("/"), &session, &item)
+            .await
+            .status(),
+        303
+    );
+    assert!(http
+        .get(shop.url("/items"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains("activated"));
+}
+
+#[test]
+fn a_socket_that_is_not_a_listening_tcp_socket_is_refused() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let shop = common::shop_command(dir.path());
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["--datagram", "-l", &format!("127.0.0.1:{port}")])
+        .arg(shop.get_program())
+        .args(shop.get_args())
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let _ = udp.send_to(b"wake up", ("127.0.0.1", port));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "shop did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "systemd passed fd 3, which is a datagram socket; shop needs a listening TCP socket"
+        ),
+        "{stderr}"
+    );
+}
+
+/// Collects what shop tells systemd, with when it arrived.
+struct NotifySocket {
+    path: String,
+    messages: Arc<Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify").display().to_string();
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        NotifySocket {
+            path,
+            messages,
+            _dir: dir,
+        }
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    fn count(&self, what: &str, since: Instant) -> usize {
+        self.all()
+            .iter()
+            .filter(|(at, m)| *at >= since && m.lines().any(|l| l.starts_with(what)))
+            .count()
+    }
+
+    fn wait_for(&self, what: &str, since: Instant, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.count(what, since) > 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_watchdog_and_stopping_follow_the_database() {
+    let cluster = PgCluster::start();
+    let url = cluster.create_database("notify");
+    cluster.stop();
+    let notify = NotifySocket::bind();
+    let settings = [
+        ("NOTIFY_SOCKET", notify.path.as_str()),
+        ("WATCHDOG_USEC", "1000000"),
+        ("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "1"),
+    ];
+    let owned: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let starter = std::thread::spawn(move || {
+        let settings: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Shop::start_socket_activated(&url, &settings)
+    });
+    let t0 = Instant::now();
+
+    // While the database is down: a status line, but no READY=1.
+    assert!(
+        notify.wait_for(
+            "STATUS=waiting for the database",
+            t0,
+            Duration::from_secs(20)
+        ),
+        "{:?}",
+        notify.all()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        notify.count("READY=1", t0),
+        0,
+        "not ready before the database is: {:?}",
+        notify.all()
+    );
+    let database_up = Instant::now();
+    cluster.restart();
+    let mut shop = starter.join().unwrap();
+    assert!(notify.wait_for("READY=1", database_up, Duration::from_secs(20)));
+    let ready = notify
+        .all()
+        .into_iter()
+        .find(|(_, m)| m.contains("READY=1"))
+        .unwrap();
+    assert!(
+        ready.1.contains(&format!(
+            "STATUS=serving on 127.0.0.1:{}, database ok (postgresql)",
+            shop.port
+        )),
+        "{ready:?}"
+    );
+
+    // Watchdog pings every half interval while the database answers…
+    std::thread::sleep(Duration::from_millis(1600));
+    assert!(
+        notify.count("WATCHDOG=1", ready.0) >= 2,
+        "{:?}",
+        notify.all()
+    );
+    // …none while it does not…
+    cluster.stop();
+    let down = Instant::now();
+    assert!(
+        notify.wait_for("STATUS=database unreachable", down, Duration::from_secs(10)),
+        "{:?}",
+        notify.all()
+    );
+    let quiet_from = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        notify.count("WATCHDOG=1", quiet_from),
+        0,
+        "no pings while the database is down: {:?}",
+        notify.all()
+    );
+    // …and again once it is back.
+    let back = Instant::now();
+    cluster.restart();
+    assert!(
+        notify.wait_for("WATCHDOG=1", back, Duration::from_secs(15)),
+        "pings resume: {:?}\n{}",
+        notify.all(),
+        shop.logs()
+    );
+
+    let term = Instant::now();
+    shop.terminate();
+    assert!(
+        notify.wait_for("STOPPING=1", term, Duration::from_secs(10)),
+        "{:?}",
+        notify.all()
+    );
+    assert_eq!(shop.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_socket_activated_instance_exits_cleanly() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut shop =
+        Shop::start_socket_activated(&db.url, &[("SHOP_SERVER__IDLE_EXIT_AFTER_SECS", "1")]);
+    let started = Instant::now();
+    assert_eq!(
+        shop.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        shop.logs()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        shop.logs().contains("no requests for a while"),
+        "{}",
+        shop.logs()
+    );
+
+    // Without a socket from systemd the setting is ignored: nothing would start it again.
+    let shop = Shop::start(&db.url, &[("SHOP_SERVER__IDLE_EXIT_AFTER_SECS", "1")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        client()
+            .get(shop.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(shop.logs().contains("idle_exit_after_secs is ignored"));
+}
