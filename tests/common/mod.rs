@@ -3,6 +3,7 @@
 //! behaves like a browser filling in forms.
 #![allow(dead_code)]
 
+pub mod container;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,314 @@
+//! A real systemd host for tests: a Debian 12 image made once with `debootstrap` (cached
+//! under target/), booted as a throwaway overlay copy with `systemd-nspawn` (systemd as
+//! PID 1, a private network), driven with `nsenter`, and powered off by the test.
+//! The package and Ansible tests use it too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Debian 12 root file system with systemd and the extra packages asked for.
+pub struct Image {
+    pub rootfs: PathBuf,
+}
+
+/// What every image has: systemd as init, and what user creation and Ansible need.
+const BASE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "passwd",
+    "adduser",
+    "iproute2",
+    "python3",
+];
+
+impl Image {
+    /// The image with `extra` Debian packages baked in; built on first use (~1 min) and
+    /// reused by later runs (the directory name says what is in it).
+    pub fn debian12(extra: &[&str]) -> Image {
+        let mut packages: Vec<&str> = BASE_PACKAGES.iter().chain(extra).copied().collect();
+        packages.sort_unstable();
+        packages.dedup();
+        let include = packages.join(",");
+        let key = format!("{:016x}", fnv1a(include.as_bytes()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd-host");
+        std::fs::create_dir_all(&root).unwrap();
+        let rootfs = root.join(format!("bookworm-{key}"));
+        let stamp = root.join(format!("bookworm-{key}.done"));
+        let lock = std::fs::File::create(root.join(format!("bookworm-{key}.lock"))).unwrap();
+        // SAFETY: flock on a file we hold open; serialises builds between test processes.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        if !stamp.exists() {
+            let _ = std::fs::remove_dir_all(&rootfs);
+            let mirror = debian_mirror();
+            eprintln!("building the Debian 12 test image ({include}) from {mirror} …");
+            let out = Command::new("debootstrap")
+                .args([
+                    "--variant=minbase",
+                    &format!("--include={include}"),
+                    "bookworm",
+                ])
+                .arg(&rootfs)
+                .arg(&mirror)
+                .output()
+                .expect("run debootstrap (apt-get install debootstrap)");
+            assert!(
+                out.status.success(),
+                "debootstrap failed:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            // A machine id is made at first boot of each copy; units' logs go to the journal.
+            let _ = std::fs::remove_file(rootfs.join("etc/machine-id"));
+            std::fs::write(rootfs.join("etc/machine-id"), "").unwrap();
+            std::fs::write(&stamp, &include).unwrap();
+        }
+        Image { rootfs }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The Debian mirror this host's apt uses for bookworm (never written down anywhere).
+pub fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    for dir in ["/etc/apt/sources.list.d"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+    }
+    texts.push(std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    for text in &texts {
+        // deb822: a stanza whose Suites has bookworm itself.
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            };
+            if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) {
+                if suites.split_whitespace().any(|s| s == "bookworm") {
+                    return uris.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        }
+        // one-line style: deb [options] URI bookworm components
+        for line in text.lines() {
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('[') && !w.ends_with(']'))
+                .collect();
+            if words.len() >= 3 && words[0] == "deb" && words[2] == "bookworm" {
+                return words[1].to_owned();
+            }
+        }
+    }
+    panic!("no bookworm mirror found in this host's apt sources")
+}
+
+/// A booted container, powered off and cleaned up when dropped.
+pub struct Container {
+    pub name: String,
+    nspawn: Child,
+    pub pid1: u32,
+    pub root: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Container {
+    /// Boot a throwaway copy of `image` and wait until systemd says it is up.
+    pub fn boot(image: &Image, name: &str) -> Container {
+        let dir = tempfile::Builder::new()
+            .prefix("shop-host-")
+            .tempdir()
+            .unwrap();
+        let (upper, work, root) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("root"),
+        );
+        for d in [&upper, &work, &root] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            image.rootfs.display(),
+            upper.display(),
+            work.display()
+        );
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &options])
+                .arg(&root),
+        );
+        let name = format!("{name}-{}", std::process::id());
+        let log = std::fs::File::create(dir.path().join("console.log")).unwrap();
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["-b", "-D"])
+            .arg(&root)
+            .args([
+                "-M",
+                &name,
+                "--register=no",
+                "--keep-unit",
+                "--private-network",
+                "--console=pipe",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run systemd-nspawn (apt-get install systemd-container)");
+        let mut container = Container {
+            name,
+            pid1: 0,
+            nspawn,
+            root,
+            dir,
+        };
+        container.pid1 = container.wait_for_pid1();
+        container.wait_until_running();
+        container
+    }
+
+    fn wait_for_pid1(&mut self) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.nspawn.try_wait().unwrap() {
+                panic!("systemd-nspawn exited ({status}):\n{}", self.console());
+            }
+            let out = Command::new("pgrep")
+                .args(["-P", &self.nspawn.id().to_string()])
+                .output()
+                .unwrap();
+            if let Some(pid) = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+            {
+                return pid.parse().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the container's PID 1 did not appear:\n{}", self.console());
+    }
+
+    fn wait_until_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.exec(&["systemctl", "is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the container did not boot ({state}):\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    /// Run a command inside the container (all its namespaces).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid1.to_string(), "-a", "--"])
+            .args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C.UTF-8")
+            .output()
+            .unwrap()
+    }
+
+    /// Run a command inside and insist that it succeeds; its standard output.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.exec(&["sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "in the container: {script}\nstatus: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run a host program inside the container's network only (curl, load loops, ansible).
+    pub fn in_network(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &self.pid1.to_string(), "-n", "--", program]);
+        command
+    }
+
+    /// Copy a host file into the container (through the overlay, before or after boot).
+    pub fn copy_in(&self, host: &Path, inside: &str, mode: u32) {
+        let target = self.root.join(inside.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(host, &target)
+            .unwrap_or_else(|e| panic!("copy {} to {inside}: {e}", host.display()));
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+    }
+
+    pub fn write_file(&self, inside: &str, contents: &str) {
+        let target = self.root.join(inside.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, contents).unwrap();
+    }
+
+    /// GET a URL from inside the container's network; (status, body).
+    pub fn http_get(&self, url: &str) -> (u16, String) {
+        let out = self
+            .in_network("curl")
+            .args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.exec(&["systemctl", "poweroff"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.nspawn.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if self.nspawn.try_wait().ok().flatten().is_none() {
+            let _ = self.nspawn.kill();
+            let _ = self.nspawn.wait();
+        }
+        let _ = Command::new("umount").arg(&self.root).status();
+        let _ = Command::new("sh")
+            .args(["-c", "rmdir /run/systemd/nspawn/propagate/* /run/systemd/nspawn/incoming 2>/dev/null; true"])
+            .status();
+    }
+}
+
+fn run_ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

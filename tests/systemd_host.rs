@@ -1,0 +1,188 @@
+//! shop under a real systemd (PID 1 in a Debian 12 container): socket activation, the
+//! status line, journal fields, restart after a crash, a restart under load with no
+//! failed request, shop.target, and idle exit.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::container::{Container, Image};
+use serde_json::Value;
+
+/// Put the binary, the units and the `shop` user in place, as the package will.
+fn install_shop(host: &Container) {
+    host.copy_in(&common::shop_binary(), "/usr/bin/shop", 0o755);
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    for unit in ["shop@.socket", "shop@.service", "shop.target"] {
+        host.copy_in(
+            &units.join(unit),
+            &format!("/etc/systemd/system/{unit}"),
+            0o644,
+        );
+    }
+    host.sh("useradd --system --user-group --home-dir /var/lib/shop --shell /usr/sbin/nologin shop && systemctl daemon-reload");
+}
+
+fn state(host: &Container, unit: &str) -> String {
+    String::from_utf8_lossy(&host.exec(&["systemctl", "is-active", unit]).stdout)
+        .trim()
+        .to_owned()
+}
+
+fn main_pid(host: &Container, unit: &str) -> u32 {
+    host.sh(&format!("systemctl show -p MainPID --value {unit}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn shop_under_real_systemd() {
+    let image = Image::debian12(&[]);
+    let host = Container::boot(&image, "shop-systemd");
+    install_shop(&host);
+
+    // A request to the socket starts the service.
+    host.sh("systemctl start shop@8001.socket");
+    assert_eq!(state(&host, "shop@8001.service"), "inactive");
+    let (status, body) = host.http_get("http://127.0.0.1:8001/");
+    assert_eq!(
+        status,
+        200,
+        "{body}\n{}",
+        host.sh("journalctl -u shop@8001 --no-pager | tail -30")
+    );
+    assert!(body.contains("Add an item to sell"));
+    assert_eq!(state(&host, "shop@8001.service"), "active");
+
+    // systemctl status shows the STATUS= line.
+    let status_text = String::from_utf8_lossy(
+        &host
+            .exec(&["systemctl", "status", "--no-pager", "shop@8001"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        status_text.contains("Status: \"serving on 127.0.0.1:8001, database ok (sqlite)\""),
+        "{status_text}"
+    );
+
+    // The journal has structured fields.
+    host.http_get("http://127.0.0.1:8001/items?from=journal-test");
+    wait_until(
+        "the request is in the journal",
+        Duration::from_secs(10),
+        || {
+            host.sh("journalctl -u shop@8001 -o json --no-pager")
+                .lines()
+                .any(|line| {
+                    let entry: Value = serde_json::from_str(line).unwrap_or_default();
+                    entry["PATH"] == "/items"
+                        && entry["METHOD"] == "GET"
+                        && entry["STATUS"] == "200"
+                        && entry["INSTANCE"] == "8001"
+                        && entry["REQUEST_ID"].is_string()
+                        && entry["LATENCY_MS"].is_string()
+                        && entry["MESSAGE"] == "request"
+                })
+        },
+    );
+
+    // kill -9: systemd starts it again.
+    let pid = main_pid(&host, "shop@8001.service");
+    host.sh(&format!("kill -9 {pid}"));
+    wait_until(
+        "systemd restarts the killed instance",
+        Duration::from_secs(20),
+        || {
+            let now = main_pid(&host, "shop@8001.service");
+            now != 0 && now != pid && state(&host, "shop@8001.service") == "active"
+        },
+    );
+    assert!(
+        host.sh("systemctl show -p NRestarts --value shop@8001")
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(host.http_get("http://127.0.0.1:8001/healthz").0, 200);
+
+    // systemctl restart under a bounded request loop: connections wait in the socket's
+    // backlog, so no request fails.
+    let before = main_pid(&host, "shop@8001.service");
+    let load = host
+        .in_network("bash")
+        .args(["-c", r#"ok=0; bad=0
+            for i in $(seq 1 300); do
+              code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' http://127.0.0.1:8001/items)
+              if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i: $code" >&2; fi
+            done
+            echo "$ok $bad""#])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    host.sh("systemctl restart shop@8001");
+    std::thread::sleep(Duration::from_millis(300));
+    host.sh("systemctl restart shop@8001");
+    let out = load.wait_with_output().unwrap();
+    let counts = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        counts.trim(),
+        "300 0",
+        "failed requests during restarts:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        main_pid(&host, "shop@8001.service"),
+        before,
+        "the instance really restarted"
+    );
+
+    // Starting the service directly works too (it pulls in its socket).
+    host.sh("systemctl stop shop@8001.service shop@8001.socket");
+    host.sh("systemctl start shop@8001");
+    assert_eq!(state(&host, "shop@8001.service"), "active");
+    assert_eq!(state(&host, "shop@8001.socket"), "active");
+    assert_eq!(host.http_get("http://127.0.0.1:8001/readyz").0, 200);
+
+    // shop.target brings up every enabled instance.
+    host.sh("systemctl enable shop@8002.socket shop@8003.socket && systemctl start shop.target");
+    let listening = host.sh("ss -ltnH");
+    for port in ["8002", "8003"] {
+        assert!(
+            listening.contains(&format!("127.0.0.1:{port}")),
+            "{listening}"
+        );
+    }
+    assert_eq!(host.http_get("http://127.0.0.1:8002/healthz").0, 200);
+
+    // An idle instance exits cleanly; the next connection starts it again.
+    host.write_file(
+        "/etc/systemd/system/shop@8003.service.d/idle.conf",
+        "[Service]\nEnvironment=SHOP_SERVER__IDLE_EXIT_AFTER_SECS=1\n",
+    );
+    host.sh("systemctl daemon-reload");
+    assert_eq!(host.http_get("http://127.0.0.1:8003/healthz").0, 200);
+    wait_until("the idle instance exits", Duration::from_secs(15), || {
+        state(&host, "shop@8003.service") == "inactive"
+    });
+    assert_eq!(
+        host.sh("systemctl show -p Result --value shop@8003.service")
+            .trim(),
+        "success"
+    );
+    assert_eq!(host.http_get("http://127.0.0.1:8003/healthz").0, 200);
+    assert_eq!(state(&host, "shop@8003.service"), "active");
+}
