@@ -104,6 +104,31 @@ fn quantity(errors: &mut FieldErrors, raw: Option<&str>) -> Option<i32> {
     None
 }
 
+/// Checks the idempotency key a form or API client sent: absent or empty means none;
+/// otherwise 8 to 128 letters, digits, `-` or `_`.
+pub fn idempotency_key(raw: Option<&str>) -> Result<Option<&str>, String> {
+    match raw.map(str::trim).filter(|k| !k.is_empty()) {
+        None => Ok(None),
+        Some(key)
+            if (8..=128).contains(&key.len())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(Some(key))
+        }
+        Some(_) => {
+            Err("The idempotency key must be 8 to 128 letters, digits, '-' or '_'.".to_owned())
+        }
+    }
+}
+
+/// A fresh idempotency key for a form.
+pub fn new_idempotency_key() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
 /// Which items a list page shows: a page of the newest-first list, optionally searched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -263,6 +288,17 @@ mod tests {
         assert_eq!(q.offset(), 2000);
         assert!(ListQuery::parse(Some("0"), None, None).is_err());
         assert!(ListQuery::parse(None, Some("ten"), None).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(idempotency_key(None), Ok(None));
+        assert_eq!(idempotency_key(Some(" ")), Ok(None));
+        let fresh = new_idempotency_key();
+        assert_eq!(idempotency_key(Some(&fresh)), Ok(Some(fresh.as_str())));
+        assert!(idempotency_key(Some("short")).is_err());
+        assert!(idempotency_key(Some("has spaces in it")).is_err());
+        assert_ne!(new_idempotency_key(), fresh);
     }
 
     #[test]

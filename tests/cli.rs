@@ -110,7 +110,10 @@ fn check_says_what_works_and_what_to_fix() {
         report.contains("reachable:     yes — SQLite 3."),
         "{report}"
     );
-    assert!(report.contains("1 pending: 1 create items"), "{report}");
+    assert!(
+        report.contains("2 pending: 1 create items, 2 idempotency key"),
+        "{report}"
+    );
     assert!(
         report.contains("`shop serve` applies them at start"),
         "{report}"
@@ -122,7 +125,7 @@ fn check_says_what_works_and_what_to_fix() {
 
     let out = run(dir.path(), &["migrate"], &[("SHOP_DATABASE__URL", &db)]);
     assert!(
-        out.status.success() && text(&out).contains("applied 1 migration(s)"),
+        out.status.success() && text(&out).contains("applied 2 migration(s)"),
         "{}",
         text(&out)
     );
@@ -135,7 +138,7 @@ fn check_says_what_works_and_what_to_fix() {
     let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &db)]);
     let report = text(&out);
     assert!(
-        report.contains("1 applied, up to date") && report.contains("security.secret: NOT SET"),
+        report.contains("2 applied, up to date") && report.contains("security.secret: NOT SET"),
         "{report}"
     );
 

@@ -2,30 +2,13 @@
 
 mod common;
 
-use common::{client, open_form, post_form, Backend, Shop, TestDb};
+use common::{add_item, client, open_form, post_form, Backend, Shop, TestDb};
 use serde_json::{json, Value};
 
 fn start(backend: Backend) -> (TestDb, Shop) {
     let db = TestDb::new(backend);
     let shop = Shop::start(&db.url, &[]);
     (db, shop)
-}
-
-/// Add an item through the form, as a person would; the response to the POST.
-async fn add_item(shop: &Shop, name: &str, quantity: &str, description: &str) -> reqwest::Response {
-    let http = client();
-    let session = open_form(&http, &shop.url("/")).await;
-    post_form(
-        &http,
-        &shop.url("/"),
-        &session,
-        &[
-            ("name", name),
-            ("quantity", quantity),
-            ("description", description),
-        ],
-    )
-    .await
 }
 
 async fn get_text(url: &str) -> (u16, String) {
@@ -614,7 +597,137 @@ async fn redirects_ignore_the_host_header(backend: Backend) {
     assert_eq!(response.headers()["location"], "/items");
 }
 
+async fn a_repeated_post_creates_one_item(backend: Backend) {
+    let (_db, shop) = start(backend);
+    let http = client();
+    let form = http.get(shop.url("/")).send().await.unwrap();
+    let cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = form.text().await.unwrap();
+    let (token, key) = (
+        common::hidden_field(&html, "csrf_token"),
+        common::hidden_field(&html, "idempotency_key"),
+    );
+    assert_eq!(key.len(), 32, "every new-item form carries a key");
+    let body = [
+        ("csrf_token", token.as_str()),
+        ("idempotency_key", key.as_str()),
+        ("name", "Once"),
+        ("quantity", "1"),
+        ("description", "only once"),
+    ];
+
+    // The same submission, ten times at once (a double click, a retry through nginx).
+    let posts = (0..10).map(|_| {
+        let request = http
+            .post(shop.url("/"))
+            .header("cookie", &cookie)
+            .form(&body);
+        async move { request.send().await.unwrap() }
+    });
+    for response in futures_join_all(posts).await {
+        assert_eq!(response.status(), 303);
+        assert_eq!(response.headers()["location"], "/items");
+    }
+    let items: Value = http
+        .get(shop.url("/api/items?q=Once"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
+
+    // A bad form keeps its key, so correcting and resending it is still one item.
+    let bad = [
+        ("csrf_token", token.as_str()),
+        ("idempotency_key", "fixedkey-0001"),
+        ("name", ""),
+        ("quantity", "1"),
+        ("description", "x"),
+    ];
+    let html = http
+        .post(shop.url("/"))
+        .header("cookie", &cookie)
+        .form(&bad)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::hidden_field(&html, "idempotency_key"),
+        "fixedkey-0001"
+    );
+    let bad_key = [
+        ("csrf_token", token.as_str()),
+        ("idempotency_key", "no spaces allowed"),
+        ("name", "a"),
+        ("quantity", "1"),
+        ("description", "x"),
+    ];
+    assert_eq!(
+        http.post(shop.url("/"))
+            .header("cookie", &cookie)
+            .form(&bad_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // The API: the same Idempotency-Key returns the same item.
+    let create = || {
+        http.post(shop.url("/api/items"))
+            .header("idempotency-key", "api-key-123456")
+            .json(&json!({"name": "Api once", "quantity": 2, "description": "d"}))
+    };
+    let first = create().send().await.unwrap();
+    assert_eq!(
+        (
+            first.status().as_u16(),
+            first.headers()["idempotent-replayed"].to_str().unwrap()
+        ),
+        (201, "false")
+    );
+    let first: Value = first.json().await.unwrap();
+    let again = create().send().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let response = http
+        .post(shop.url("/api/items"))
+        .header("idempotency-key", "x")
+        .json(&json!({"name": "a", "quantity": 2, "description": "d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
+
 both_backends!(
+    a_repeated_post_creates_one_item,
     create_then_list_shows_every_field,
     bad_form_keeps_input_and_explains,
     csrf_is_required_and_shared_between_instances,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, open_form, post_form, Backend, PgCluster, Shop, TestDb};
+use common::{add_item, client, Backend, PgCluster, Shop, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_the_socket_systemd_passes() {
@@ -28,16 +28,8 @@ async fn serves_on_the_socket_systemd_passes() {
     let response = http.get(shop.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-shop-instance"], "8001");
-    let session = open_form(&http, &shop.url("/")).await;
-    let item = [
-        ("name", "Socket"),
-        ("quantity", "1"),
-        ("description", "activated"),
-    ];
     assert_eq!(
-        post_form(&http, &shop.url("/"), &session, &item)
-            .await
-            .status(),
+        add_item(&shop, "Socket", "1", "activated").await.status(),
         303
     );
     assert!(http

@@ -169,11 +169,31 @@ impl Store {
         Ok(run!(self, as queries::GET, fetch_optional, id)?)
     }
 
-    pub async fn create_item(&self, item: &NewItem) -> StoreResult<Item> {
-        let now = now();
-        Ok(
-            run!(self, as queries::INSERT, fetch_one, &item.name, item.quantity, &item.description, now)?,
-        )
+    /// Store a new item. With an idempotency key that an earlier item was created with,
+    /// store nothing and return that item instead (`Created::replayed`).
+    pub async fn create_item(&self, item: &NewItem, key: Option<&str>) -> StoreResult<Created> {
+        // Twice at most: the earlier item could be deleted between the two statements.
+        for _ in 0..2 {
+            let (name, quantity, description) = (&item.name, item.quantity, &item.description);
+            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key)?;
+            if let Some(item) = inserted {
+                return Ok(Created {
+                    item,
+                    replayed: false,
+                });
+            }
+            let earlier: Option<Item> =
+                run!(self, as queries::GET_BY_IDEMPOTENCY_KEY, fetch_optional, key)?;
+            if let Some(item) = earlier {
+                return Ok(Created {
+                    item,
+                    replayed: true,
+                });
+            }
+        }
+        Err(StoreError::Config(
+            "an idempotency key kept conflicting with a vanishing item".into(),
+        ))
     }
 
     /// Replace an item's fields; `None` when there is no such item.
@@ -195,6 +215,14 @@ impl Store {
             Store::Sqlite(pool) => pool.close().await,
         }
     }
+}
+
+/// The outcome of `create_item`.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub item: Item,
+    /// The key had been used: nothing new was stored, `item` is the earlier one.
+    pub replayed: bool,
 }
 
 /// The server's clock, at the precision both databases keep (microseconds).

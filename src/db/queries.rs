@@ -57,9 +57,16 @@ pub const SEARCH: Sql = Sql {
 pub const GET: Sql =
     Sql::same("SELECT id, name, quantity, description, date_added FROM items WHERE id = $1");
 
+/// Inserts nothing (and returns no row) when an item with the same idempotency key exists;
+/// PostgreSQL makes a concurrent insert of the same key wait for the first to finish.
 pub const INSERT: Sql = Sql::same(
-    "INSERT INTO items (name, quantity, description, date_added) VALUES ($1, $2, $3, $4) \
+    "INSERT INTO items (name, quantity, description, date_added, idempotency_key) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING \
      RETURNING id, name, quantity, description, date_added",
+);
+
+pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(
+    "SELECT id, name, quantity, description, date_added FROM items WHERE idempotency_key = $1",
 );
 
 pub const UPDATE: Sql = Sql::same(
@@ -104,7 +111,7 @@ mod tests {
 
     #[test]
     fn statements_select_the_item_columns() {
-        for sql in [LIST, SEARCH, GET, INSERT, UPDATE] {
+        for sql in [LIST, SEARCH, GET, INSERT, UPDATE, GET_BY_IDEMPOTENCY_KEY] {
             for text in [sql.postgres, sql.sqlite] {
                 assert!(text.contains(COLUMNS), "{text}");
             }

@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::AppError;
 use super::{parse_id, AppState, ListParams};
-use crate::items::{FieldErrors, Item, ItemInput, NewItem};
+use crate::items::{idempotency_key, FieldErrors, Item, ItemInput, NewItem};
 
 #[derive(Serialize)]
 pub struct ItemList {
@@ -35,20 +35,29 @@ pub async fn list(
     }))
 }
 
-/// `POST /api/items` → 201 with the item and its `Location`.
+/// `POST /api/items` → 201 with the item and its `Location`. With an `Idempotency-Key`
+/// header already used, the earlier item is returned (`Idempotent-Replayed: true`).
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, AppError> {
+    let sent_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let key = idempotency_key(sent_key).map_err(AppError::BadRequest)?;
     let item = new_item(body)?;
-    let item = state.store.create_item(&item).await?;
-    let location = format!("/api/items/{}", item.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(item),
-    )
-        .into_response())
+    let created = state.store.create_item(&item, key).await?;
+    let location = format!("/api/items/{}", created.item.id);
+    let replayed = if created.replayed { "true" } else { "false" };
+    let headers = [
+        (header::LOCATION, location),
+        (
+            HeaderName::from_static("idempotent-replayed"),
+            replayed.to_owned(),
+        ),
+    ];
+    Ok((StatusCode::CREATED, headers, Json(created.item)).into_response())
 }
 
 /// `GET /api/items/{id}`

@@ -3,7 +3,7 @@
 //! that shares the secret accepts a form another instance rendered; another site can
 //! neither read the cookie nor forge the token.
 
-use axum::extract::Request;
+use axum::extract::{Form, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -109,13 +109,39 @@ pub async fn ensure_cookie(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// A form that must carry a valid CSRF token.
+pub trait Protected {
+    fn csrf_token(&self) -> Option<&str>;
+}
+
+/// A form body, read and checked against the browser's CSRF cookie before the handler runs.
+pub struct CheckedForm<T>(pub T);
+
+impl<T> FromRequest<AppState> for CheckedForm<T>
+where
+    T: Protected + serde::de::DeserializeOwned + Send,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, AppError> {
+        let cookie = request.extensions().get::<CsrfCookie>().cloned();
+        let Form(form) = Form::<T>::from_request(request, state)
+            .await
+            .map_err(|rejection| AppError::Rejected(rejection.status(), rejection.body_text()))?;
+        let cookie =
+            cookie.ok_or_else(|| AppError::Internal("the CSRF cookie layer is missing".into()))?;
+        check(state, &cookie, form.csrf_token())?;
+        Ok(CheckedForm(form))
+    }
+}
+
 /// The token to embed in the forms of this response.
 pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> String {
     state.csrf.token_for(&cookie.value)
 }
 
 /// Reject a form whose token does not match the browser's cookie.
-pub fn check(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> Result<(), AppError> {
+fn check(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> Result<(), AppError> {
     let valid = !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&cookie.value, t));
     if valid {
         Ok(())

@@ -1,17 +1,18 @@
 //! The HTML pages: the add-an-item form, the list (at `/items` and the ancestor's
 //! `/success`), an item's page, editing and deleting. Every redirect is relative.
 
-use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Extension;
 use serde::{Deserialize, Serialize};
 
-use super::csrf::{self, CsrfCookie};
+use super::csrf::{self, CheckedForm, CsrfCookie, Protected};
 use super::error::AppError;
 use super::{parse_id, AppState, ListParams};
-use crate::items::{FieldErrors, Item, ItemInput, ListQuery, DEFAULT_PER_PAGE};
+use crate::items::{
+    idempotency_key, new_idempotency_key, FieldErrors, Item, ItemInput, ListQuery, DEFAULT_PER_PAGE,
+};
 
 /// An item as the templates show it.
 #[derive(Serialize)]
@@ -41,6 +42,7 @@ impl<'a> From<&'a Item> for ItemView<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct ItemForm {
     csrf_token: Option<String>,
+    idempotency_key: Option<String>,
     name: Option<String>,
     quantity: Option<String>,
     description: Option<String>,
@@ -61,19 +63,35 @@ pub struct DeleteForm {
     csrf_token: Option<String>,
 }
 
+impl Protected for ItemForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
+impl Protected for DeleteForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
+}
+
 /// Where an item form posts, and what it says.
 struct FormPage {
     heading: &'static str,
     submit: &'static str,
     action: String,
+    /// Sent back with the POST so a retry of it creates nothing twice (new items only:
+    /// an edit is idempotent by itself).
+    idempotency_key: Option<String>,
 }
 
 impl FormPage {
-    fn new_item() -> FormPage {
+    fn new_item(idempotency_key: String) -> FormPage {
         FormPage {
             heading: "Add an item to sell",
             submit: "Add item",
             action: "/".into(),
+            idempotency_key: Some(idempotency_key),
         }
     }
 
@@ -82,6 +100,7 @@ impl FormPage {
             heading: "Edit item",
             submit: "Save changes",
             action: format!("/items/{id}"),
+            idempotency_key: None,
         }
     }
 
@@ -97,15 +116,11 @@ impl FormPage {
         context.insert("submit", self.submit);
         context.insert("action", &self.action);
         context.insert("csrf_token", &csrf::form_token(state, cookie));
+        context.insert("idempotency_key", &self.idempotency_key);
         context.insert("input", input);
         context.insert("errors", errors);
         Ok(Html(state.templates.render("form.html", &context)?))
     }
-}
-
-fn form_body<T>(form: Result<Form<T>, FormRejection>) -> Result<T, AppError> {
-    form.map(|Form(body)| body)
-        .map_err(|rejection| AppError::Rejected(rejection.status(), rejection.body_text()))
 }
 
 /// `GET /`: the empty add-an-item form.
@@ -113,24 +128,30 @@ pub async fn new_item_form(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
 ) -> Result<Html<String>, AppError> {
-    FormPage::new_item().render(&state, &cookie, &ItemInput::default(), &FieldErrors::new())
+    let page = FormPage::new_item(new_idempotency_key());
+    page.render(&state, &cookie, &ItemInput::default(), &FieldErrors::new())
 }
 
 /// `POST /`: create the item and go to the list, or show the form again with messages.
+/// A repeated POST with the same idempotency key gets the same redirect and stores nothing.
 pub async fn create_item(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
-    form: Result<Form<ItemForm>, FormRejection>,
+    CheckedForm(mut form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
-    let form = form_body(form)?;
-    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
+    let sent_key = form.idempotency_key.take();
+    let key = idempotency_key(sent_key.as_deref()).map_err(AppError::BadRequest)?;
     let input = form.input();
     match input.validate() {
         Ok(item) => {
-            state.store.create_item(&item).await?;
+            state.store.create_item(&item, key).await?;
             Ok(Redirect::to("/items").into_response())
         }
-        Err(errors) => invalid_form(&state, &cookie, FormPage::new_item(), &input, &errors),
+        Err(errors) => {
+            // The same key again: nothing was stored under it yet.
+            let key = key.map_or_else(new_idempotency_key, str::to_owned);
+            invalid_form(&state, &cookie, FormPage::new_item(key), &input, &errors)
+        }
     }
 }
 
@@ -226,11 +247,9 @@ pub async fn update_item(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
     Path(id): Path<String>,
-    form: Result<Form<ItemForm>, FormRejection>,
+    CheckedForm(form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&id)?;
-    let form = form_body(form)?;
-    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
     let input = form.input();
     match input.validate() {
         Ok(item) => match state.store.update_item(id, &item).await? {
@@ -244,13 +263,10 @@ pub async fn update_item(
 /// `POST /items/{id}/delete`: delete and go back to the list.
 pub async fn delete_item(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
     Path(id): Path<String>,
-    form: Result<Form<DeleteForm>, FormRejection>,
+    CheckedForm(_): CheckedForm<DeleteForm>,
 ) -> Result<Redirect, AppError> {
     let id = parse_id(&id)?;
-    let form = form_body(form)?;
-    csrf::check(&state, &cookie, form.csrf_token.as_deref())?;
     if state.store.delete_item(id).await? {
         Ok(Redirect::to("/items"))
     } else {

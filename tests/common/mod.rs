@@ -336,6 +336,23 @@ pub async fn post_form(
         .unwrap()
 }
 
+/// Add an item through the form, as a person would; the response to the POST.
+pub async fn add_item(
+    shop: &Shop,
+    name: &str,
+    quantity: &str,
+    description: &str,
+) -> reqwest::Response {
+    let http = client();
+    let session = open_form(&http, &shop.url("/")).await;
+    let fields = [
+        ("name", name),
+        ("quantity", quantity),
+        ("description", description),
+    ];
+    post_form(&http, &shop.url("/"), &session, &fields).await
+}
+
 /// Poll `url` until it answers `status`, at most `timeout`.
 pub async fn wait_for_status(
     client: &reqwest::Client,
