@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use csrf::CsrfKey;
 use error::AppError;
-use templates::{Templates, STYLESHEET};
+use templates::{stylesheet_path, Templates, STYLESHEET};
 
 use crate::db::Store;
 use crate::items::ListQuery;
@@ -90,7 +91,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .merge(api)
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .route("/static/shop.css", get(stylesheet))
+        .route("/static/{file}", get(stylesheet))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(
             ServiceBuilder::new()
@@ -105,14 +106,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        STYLESHEET,
-    )
+/// The stylesheet, under its content-hashed name only.
+async fn stylesheet(Path(file): Path<String>) -> Response {
+    if format!("/static/{file}") != stylesheet_path() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let headers = [
+        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+    ];
+    (headers, STYLESHEET).into_response()
 }
 
 /// The list parameters as they came in the query string (parsed by `ListQuery`).

@@ -5,6 +5,18 @@ use tera::{Context, Tera};
 
 pub const STYLESHEET: &str = include_str!("templates/shop.css");
 
+/// Where the stylesheet is served: its name carries a hash of its content, so it can be
+/// cached for good and a new version is fetched under its new name.
+pub fn stylesheet_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let hash = STYLESHEET.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+        format!("/static/shop.{:08x}.css", hash as u32)
+    })
+}
+
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
     ("form.html", include_str!("templates/form.html")),
@@ -26,7 +38,9 @@ impl Templates {
     }
 
     pub fn render(&self, name: &str, context: &Context) -> Result<String, tera::Error> {
-        self.tera.render(name, context)
+        let mut context = context.clone();
+        context.insert("stylesheet", stylesheet_path());
+        self.tera.render(name, &context)
     }
 }
 

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod container;
+pub mod load;
+pub mod nginx;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -114,6 +116,17 @@ pub fn shop_command_without_config(dir: &std::path::Path) -> Command {
     command
 }
 
+/// How a test starts shop.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    /// shop binds `server.listen` itself.
+    Bind,
+    /// `systemd-socket-activate` passes a socket and starts shop on the first connection.
+    SocketActivate(u16),
+    /// The test holds the listening socket (this fd) and passes it as fd 3.
+    HeldSocket(i32),
+}
+
 /// A running `shop serve`, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Shop {
     child: Child,
@@ -143,10 +156,35 @@ impl Shop {
             .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
     }
 
+    /// Start `shop serve` on a listening socket the test holds, passed as fd 3 the way
+    /// systemd passes `shop@PORT.socket`: the socket outlives the process, so a restart
+    /// refuses no connection (they wait in its backlog).
+    pub fn start_on_held_socket(
+        socket: &TcpListener,
+        database_url: &str,
+        settings: &[(&str, &str)],
+    ) -> Shop {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        Shop::launch_with(database_url, settings, Launch::HeldSocket(fd))
+            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
+    }
+
     fn launch(
         database_url: &str,
         settings: &[(&str, &str)],
         activated_on: Option<u16>,
+    ) -> Result<Shop, String> {
+        let how = match activated_on {
+            Some(port) => Launch::SocketActivate(port),
+            None => Launch::Bind,
+        };
+        Shop::launch_with(database_url, settings, how)
+    }
+
+    fn launch_with(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        how: Launch,
     ) -> Result<Shop, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut env: Vec<(String, String)> = vec![
@@ -156,13 +194,40 @@ impl Shop {
             ("SHOP_LOG__LEVEL".into(), "info,sqlx=warn".into()),
         ];
         env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut command = match activated_on {
-            None => {
+        let activated_on = match how {
+            Launch::SocketActivate(port) => Some(port),
+            _ => None,
+        };
+        let mut command = match how {
+            Launch::Bind => {
                 let mut command = shop_command(dir.path());
                 command.arg("serve").envs(env);
                 command
             }
-            Some(port) => {
+            Launch::HeldSocket(fd) => {
+                // sh's $$ is the PID shop keeps after exec: LISTEN_PID must name it.
+                let shop = shop_command(dir.path());
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                    .arg(shop.get_program())
+                    .args(shop.get_args())
+                    .arg("serve")
+                    .envs(env)
+                    .current_dir(dir.path());
+                // SAFETY: only dup2 between fork and exec.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                        if libc::dup2(fd, 3) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                command
+            }
+            Launch::SocketActivate(port) => {
                 let shop = shop_command(dir.path());
                 let mut command = Command::new("systemd-socket-activate");
                 command.arg("-l").arg(format!("127.0.0.1:{port}"));
@@ -240,6 +305,12 @@ impl Shop {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// `kill -9`: no chance to finish anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Send SIGTERM.

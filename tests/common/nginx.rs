@@ -1,0 +1,160 @@
+//! A real nginx running the project's site (`nginx/shop.conf` and its snippet), rendered
+//! onto a free local port and the test's instance ports, stopped by the test by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+fn source(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("nginx")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The shop site with its `listen` lines and upstream servers replaced.
+pub fn render_site(port: u16, upstream_ports: &[u16]) -> String {
+    let site = source("shop.conf");
+    let mut out = String::new();
+    let mut servers_written = false;
+    for line in site.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("listen ") {
+            if trimmed.starts_with("listen 80;") {
+                out.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+            }
+            continue;
+        }
+        if trimmed.starts_with("server 127.0.0.1:") {
+            if !servers_written {
+                for p in upstream_ports {
+                    out.push_str(&format!(
+                        "    server 127.0.0.1:{p} max_fails=3 fail_timeout=5s;\n"
+                    ));
+                }
+                servers_written = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        servers_written,
+        "no upstream server lines found in nginx/shop.conf"
+    );
+    out
+}
+
+/// An nginx prefix directory: main config, the snippet, and the given site text.
+pub fn prefix(site: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("shop-nginx-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    for sub in ["snippets", "sites", "tmp"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(
+        d.join("snippets/shop-proxy.conf"),
+        source("shop-proxy.conf"),
+    )
+    .unwrap();
+    std::fs::write(d.join("sites/shop.conf"), site).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root root;"
+    } else {
+        ""
+    };
+    let main = format!(
+        "{user}\ndaemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log {d}/access.log;\n  default_type application/octet-stream;\n\
+           client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+           fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+           include sites/shop.conf;\n}}\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("nginx.conf"), main).unwrap();
+    dir
+}
+
+/// `nginx -t` on a prefix; (success, what it said).
+pub fn check(prefix: &Path) -> (bool, String) {
+    let out = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .output()
+        .expect("run nginx (apt-get install nginx)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Start nginx in front of instances on `upstream_ports`.
+    pub fn start(upstream_ports: &[u16]) -> Nginx {
+        let port = free_port();
+        let dir = prefix(&render_site(port, upstream_ports));
+        let (ok, said) = check(dir.path());
+        assert!(ok, "nginx -t failed:\n{said}");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start:\n{}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, port, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub fn prefix(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child (nginx's master process).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

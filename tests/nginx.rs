@@ -1,0 +1,409 @@
+//! The deployed shape on one machine: the project's nginx site in front of three real
+//! instances on PostgreSQL, under bounded load, through crashes, rolling restarts and a
+//! database restart.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::load::{self, LoadReport, Tolerate};
+use common::nginx::{self, Nginx};
+use common::{client, free_port, open_form, post_form, PgCluster, Shop};
+
+/// Three instances on fixed ports (so they can be restarted in place) and nginx.
+struct Deployment {
+    ports: Vec<u16>,
+    shops: Vec<Option<Shop>>,
+    url: String,
+    nginx: Nginx,
+}
+
+impl Deployment {
+    fn start(database_url: &str) -> Deployment {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let shops = ports
+            .iter()
+            .map(|p| Some(start_instance(database_url, *p)))
+            .collect();
+        let nginx = Nginx::start(&ports);
+        Deployment {
+            url: nginx.url(""),
+            ports,
+            shops,
+            nginx,
+        }
+    }
+}
+
+fn start_instance(database_url: &str, port: u16) -> Shop {
+    let listen = format!("127.0.0.1:{port}");
+    Shop::start(
+        database_url,
+        &[
+            ("SHOP_SERVER__LISTEN", &listen),
+            ("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "2"),
+        ],
+    )
+}
+
+/// Names stored in the database, with how often each is there.
+fn stored_names(cluster: &PgCluster, database: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for name in cluster
+        .psql_in(database, "SELECT name FROM items WHERE name LIKE 'load %'")
+        .lines()
+    {
+        *counts.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every acknowledged POST is stored exactly once, and nothing is stored twice.
+fn assert_writes_exact(report: &LoadReport, stored: &HashMap<String, usize>) {
+    let duplicates: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicate rows: {duplicates:?}");
+    let lost: Vec<_> = report
+        .acknowledged
+        .iter()
+        .filter(|n| !stored.contains_key(*n))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let acknowledged: HashSet<_> = report.acknowledged.iter().collect();
+    assert_eq!(
+        acknowledged.len(),
+        report.acknowledged.len(),
+        "each name acknowledged once"
+    );
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn spawn_load(
+    url: &str,
+    tolerate: Tolerate,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<LoadReport>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (url, flag) = (url.to_owned(), Arc::clone(&stop));
+    let handle =
+        tokio::spawn(
+            async move { load::run(&url, 6, Duration::from_secs(60), flag, tolerate).await },
+        );
+    (stop, handle)
+}
+
+#[test]
+fn the_site_passes_nginx_t_and_gixy() {
+    let site =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/shop.conf"))
+            .unwrap();
+    let prefix = nginx::prefix(&site);
+    let (ok, said) = nginx::check(prefix.path());
+    assert!(ok, "nginx -t:\n{said}");
+    let gixy = std::env::var("GIXY").unwrap_or_else(|_| {
+        format!(
+            "{}/tools/bin/gixy",
+            env!("CARGO_TARGET_TMPDIR").trim_end_matches("/tmp")
+        )
+    });
+    let out = Command::new(&gixy)
+        .arg(prefix.path().join("nginx.conf"))
+        .output()
+        .unwrap_or_else(|e| panic!("run {gixy} (tests/run installs it): {e}"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("No issues found"),
+        "gixy:\n{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_redirect_relatively_and_are_compressed() {
+    let db = common::TestDb::new(common::Backend::Postgres);
+    let site = Deployment::start(&db.url);
+    let http = client();
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        let response = http
+            .get(format!("{}/items", site.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        seen.insert(
+            response.headers()["x-shop-instance"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let expected: HashSet<String> = site.ports.iter().map(|p| p.to_string()).collect();
+    assert_eq!(seen, expected, "all three instances answer");
+
+    let session = open_form(&http, &format!("{}/", site.url)).await;
+    let response = post_form(
+        &http,
+        &format!("{}/", site.url),
+        &session,
+        &[
+            ("name", "Through nginx"),
+            ("quantity", "1"),
+            ("description", "d"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "/items",
+        "relative, untouched by nginx"
+    );
+    // The same form POSTed twice through nginx (a retry): one row.
+    let form = http.get(format!("{}/", site.url)).send().await.unwrap();
+    let cookie = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = form.text().await.unwrap();
+    let body = [
+        ("csrf_token", common::hidden_field(&html, "csrf_token")),
+        (
+            "idempotency_key",
+            common::hidden_field(&html, "idempotency_key"),
+        ),
+        ("name", "Sent twice".to_owned()),
+        ("quantity", "2".to_owned()),
+        ("description", "d".to_owned()),
+    ];
+    for _ in 0..2 {
+        let response = http
+            .post(format!("{}/", site.url))
+            .header("cookie", &cookie)
+            .form(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303);
+    }
+    assert_eq!(
+        db.sql("SELECT count(*) FROM items WHERE name = 'Sent twice'"),
+        "1"
+    );
+    let response = http
+        .get(format!("{}/", site.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-encoding"],
+        "gzip",
+        "HTML is compressed"
+    );
+    let html = reqwest::get(format!("{}/", site.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let css = html
+        .split("href=\"")
+        .find(|s| s.starts_with("/static/"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let response = http.get(format!("{}{css}", site.url)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let big = "x".repeat(20 * 1024);
+    let response = http
+        .post(format!("{}/api/items", site.url))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "nginx refuses large bodies too");
+    let response = http
+        .get(format!("{}/healthz", site.url))
+        .header("x-request-id", "ignored-by-nginx")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(
+        id.len(),
+        32,
+        "nginx's $request_id reaches shop and comes back: {id}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_instance_fails_no_request() {
+    let db = common::TestDb::new(common::Backend::Postgres);
+    let mut site = Deployment::start(&db.url);
+    let (stop, load) = spawn_load(&site.url, Tolerate::Nothing);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    site.shops[1].as_mut().unwrap().kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let report = load.await.unwrap();
+    println!(
+        "kill -9: {} requests, {} POSTs acknowledged, slowest {:?}",
+        report.requests,
+        report.acknowledged.len(),
+        report.slowest
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{} failed requests, the first: {:?}\nnginx: {}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        tail(&site.nginx.error_log(), 30)
+    );
+    assert!(
+        report.acknowledged.len() > 10,
+        "the load did write: {report:?}"
+    );
+    assert_writes_exact(&report, &stored_names(PgCluster::shared(), &db.name));
+}
+
+/// A rolling restart as systemd does it: the listening sockets stay open (here the test
+/// holds them, as `shop@.socket` does), each instance gets SIGTERM, drains, exits, and a
+/// new process takes over its socket; the next instance only once this one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_request() {
+    let db = common::TestDb::new(common::Backend::Postgres);
+    let sockets: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let settings = [("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "2")];
+    let mut shops: Vec<Shop> = sockets
+        .iter()
+        .map(|s| Shop::start_on_held_socket(s, &db.url, &settings))
+        .collect();
+    let nginx = Nginx::start(&ports);
+    let site_url = nginx.url("");
+    let (stop, load) = spawn_load(&site_url, Tolerate::Nothing);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let http = client();
+    for i in 0..3 {
+        let old_pid = shops[i].pid();
+        shops[i].terminate();
+        assert_eq!(
+            shops[i].wait_exit(Duration::from_secs(30)),
+            Some(0),
+            "instance {i} drained and exited"
+        );
+        shops[i] = Shop::start_on_held_socket(&sockets[i], &db.url, &settings);
+        assert_ne!(shops[i].pid(), old_pid);
+        let ready = format!("http://127.0.0.1:{}/readyz", ports[i]);
+        assert!(common::wait_for_status(&http, &ready, 200, Duration::from_secs(10)).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let report = load.await.unwrap();
+    drop(shops);
+    println!(
+        "rolling restart: {} requests, {} POSTs acknowledged, slowest {:?}",
+        report.requests,
+        report.acknowledged.len(),
+        report.slowest
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{} failed requests, the first: {:?}\nnginx: {}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        tail(&nginx.error_log(), 30)
+    );
+    assert!(report.acknowledged.len() > 10);
+    assert_writes_exact(&report, &stored_names(PgCluster::shared(), &db.name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_gives_503s_then_serves_again_without_restarts() {
+    let cluster = PgCluster::start();
+    let url = cluster.create_database("outage");
+    let site = Deployment::start(&url);
+    let pids: Vec<u32> = site
+        .shops
+        .iter()
+        .map(|s| s.as_ref().unwrap().pid())
+        .collect();
+    let (stop, load) = spawn_load(&site.url, Tolerate::ServiceUnavailable);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.restart();
+    let back = std::time::Instant::now();
+    let http = client();
+    assert!(
+        common::wait_for_status(
+            &http,
+            &format!("{}/items", site.url),
+            200,
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    let recovered_in = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let report = load.await.unwrap();
+    println!(
+        "database restart: {} requests, {} answered 503, recovered {:?} after the database, slowest {:?}",
+        report.requests, report.unavailable, recovered_in, report.slowest
+    );
+    assert!(
+        report.failures.is_empty(),
+        "only 503s are allowed (no 502, no 504, no hang): {:?}",
+        &report.failures[..report.failures.len().min(10)]
+    );
+    assert!(report.unavailable > 0, "the outage was seen");
+    assert!(
+        report.slowest < Duration::from_secs(10),
+        "no request hung: {:?}",
+        report.slowest
+    );
+    assert!(recovered_in < Duration::from_secs(5), "{recovered_in:?}");
+    let now: Vec<u32> = site
+        .shops
+        .iter()
+        .map(|s| s.as_ref().unwrap().pid())
+        .collect();
+    assert_eq!(pids, now, "no instance was restarted");
+    let stored: HashMap<String, usize> = {
+        let mut counts = HashMap::new();
+        for name in cluster
+            .psql_in("outage", "SELECT name FROM items WHERE name LIKE 'load %'")
+            .lines()
+        {
+            *counts.entry(name.to_owned()).or_insert(0) += 1;
+        }
+        counts
+    };
+    assert_writes_exact(&report, &stored);
+}
