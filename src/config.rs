@@ -61,8 +61,11 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
-    /// Shared by every instance: signs CSRF tokens. Empty: a random one per process.
+    /// Shared by every instance: signs CSRF tokens. Empty: read from `secret_file`, or
+    /// (neither set) a random one per process.
     pub secret: Secret,
+    /// A file holding the secret (the package generates /etc/shop/secret at installation).
+    pub secret_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,8 +129,27 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(e.to_string()))?;
+        let mut settings = settings;
+        settings.read_secret_file()?;
         settings.validate()?;
         Ok((settings, file))
+    }
+
+    /// Take the secret from `security.secret_file` when it is not given directly.
+    fn read_secret_file(&mut self) -> Result<(), ConfigError> {
+        let path = self.security.secret_file.trim();
+        if !self.security.secret.expose().is_empty() || path.is_empty() {
+            return Ok(());
+        }
+        let secret = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("security.secret_file: cannot read {path}: {e}")))?;
+        self.security.secret = Secret::new(secret.trim());
+        if self.security.secret.expose().len() < 32 {
+            return Err(ConfigError(format!(
+                "security.secret_file: {path} must hold at least 32 characters"
+            )));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -225,6 +247,7 @@ startup_wait_secs = 30
 
 [security]
 secret = ""
+secret_file = ""
 
 [log]
 level = "info"

@@ -77,6 +77,35 @@ fn a_bad_setting_fails_with_the_name_of_its_key() {
 }
 
 #[test]
+fn the_secret_can_live_in_its_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    let file = dir.path().join("secret").display().to_string();
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[("SHOP_SECURITY__SECRET_FILE", &file)],
+    );
+    assert!(
+        text(&out).contains("security.secret: set"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(SECRET));
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[("SHOP_SECURITY__SECRET_FILE", "/nonexistent/secret")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out).contains("security.secret_file: cannot read /nonexistent/secret"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn environment_overrides_the_file_which_overrides_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -47,7 +47,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn shop_under_real_systemd() {
-    let image = Image::debian12(&[]);
+    let image = Image::shop_host();
     let host = Container::boot(&image, "shop-systemd");
     install_shop(&host);
 

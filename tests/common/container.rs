@@ -23,7 +23,16 @@ const BASE_PACKAGES: &[&str] = &[
     "python3",
 ];
 
+/// What the shop tests need on the host, so that one image serves them all: the
+/// package's dependencies and recommendation (the container has no route to a mirror).
+const SHOP_HOST_PACKAGES: &[&str] = &["libsqlite3-0", "nginx"];
+
 impl Image {
+    /// The host every shop container test boots.
+    pub fn shop_host() -> Image {
+        Image::debian12(SHOP_HOST_PACKAGES)
+    }
+
     /// The image with `extra` Debian packages baked in; built on first use (~1 min) and
     /// reused by later runs (the directory name says what is in it).
     pub fn debian12(extra: &[&str]) -> Image {
@@ -252,6 +261,25 @@ impl Container {
         let mut command = Command::new("nsenter");
         command.args(["-t", &self.pid1.to_string(), "-n", "--", program]);
         command
+    }
+
+    /// Run a host shell script inside the container's network only (host tools such as
+    /// curl, in a temporary host directory); insist that it succeeds; its standard output.
+    pub fn net_sh(&self, script: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = self
+            .in_network("bash")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "in the container's network: {script}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Copy a host file into the container (through the overlay, before or after boot).
