@@ -124,7 +124,8 @@ impl Settings {
             .add_source(
                 config::Environment::with_prefix("SHOP")
                     .prefix_separator("_")
-                    .separator("__"),
+                    .separator("__")
+                    .source(Some(setting_variables())),
             )
             .build()
             .and_then(|c| c.try_deserialize())
@@ -224,6 +225,35 @@ impl ServerSettings {
     pub fn idle_exit_after(&self) -> Option<Duration> {
         (self.idle_exit_after_secs > 0).then(|| Duration::from_secs(self.idle_exit_after_secs))
     }
+}
+
+/// The top-level keys: `SHOP_<KEY>…` variables for anything else are not settings.
+const TOP_LEVEL_KEYS: &[&str] = &["instance", "server", "database", "security", "log"];
+
+/// The `SHOP_*` environment variables that are settings. Others (a deployment's own
+/// `SHOP_SOMETHING`) are left alone, with a warning on stderr naming them, since a
+/// misspelt one (`SHOP_DATABASE_URL` for `SHOP_DATABASE__URL`) would otherwise go unseen.
+fn setting_variables() -> config::Map<String, String> {
+    let mut settings = config::Map::new();
+    for (name, value) in std::env::vars() {
+        let Some(key) = name.strip_prefix("SHOP_") else {
+            continue;
+        };
+        let top = key
+            .split("__")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if TOP_LEVEL_KEYS.contains(&top.as_str()) {
+            settings.insert(name, value);
+        } else {
+            eprintln!(
+                "shop: ignoring the environment variable {name}: not a setting \
+                 (settings are SHOP_<SECTION>__<KEY>, e.g. SHOP_DATABASE__URL)"
+            );
+        }
+    }
+    settings
 }
 
 /// The built-in defaults: what `cargo run` gets on a bare machine.

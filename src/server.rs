@@ -5,13 +5,22 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 use tracing::Instrument;
+
+/// How long a connection accepted just before shutdown may take to send its first
+/// request. Without it, a request already on its way would be cut off with no answer.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// How connections are kept and ended.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +42,8 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(policy.keepalive_idle)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    let (stopping, stop_signal) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -46,33 +56,89 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(
-            async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            }
-            .in_current_span(),
-        );
+        let connection = serve_connection(stream, app.clone(), http.clone(), stop_signal.clone());
+        connections.spawn(connection.in_current_span());
     }
+    // Connections still in the listening socket's backlog are not lost: under systemd the
+    // socket stays open and the next process accepts them.
     drop(listener);
-    let open = graceful.count();
     tracing::info!(
-        open_connections = open,
+        open_connections = connections.len(),
         "shutting down: no new connections, finishing requests"
     );
-    match tokio::time::timeout(policy.shutdown_timeout, graceful.shutdown()).await {
+    let _ = stopping.send(true);
+    let drained = tokio::time::timeout(policy.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    });
+    match drained.await {
         Ok(()) => tracing::info!("all connections finished"),
-        Err(_) => tracing::warn!(
-            timeout_secs = policy.shutdown_timeout.as_secs(),
-            "shutdown timeout reached; closing the remaining connections"
-        ),
+        Err(_) => {
+            tracing::warn!(
+                timeout_secs = policy.shutdown_timeout.as_secs(),
+                remaining = connections.len(),
+                "shutdown timeout reached; closing the remaining connections"
+            );
+            connections.abort_all();
+        }
+    }
+}
+
+/// One connection, from accept to close. When shutdown begins: a request in flight
+/// finishes (then the connection closes); a connection that has not sent its first request
+/// yet gets `FIRST_REQUEST_GRACE` to do so; an idle kept-alive connection closes at once.
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    http: http1::Builder,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (seen_request, mut first_request) = watch::channel(false);
+    let draining = stopping.clone();
+    let service = tower::service_fn(move |request: Request<Incoming>| {
+        seen_request.send_replace(true);
+        let (app, draining) = (app.clone(), draining.clone());
+        async move {
+            let mut response = app.oneshot(request).await?;
+            // Tell the client (nginx) not to reuse this connection: it closes after this.
+            if *draining.borrow() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => Some(outcome),
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => {
+            if !*first_request.borrow() {
+                let first =
+                    tokio::time::timeout(FIRST_REQUEST_GRACE, first_request.wait_for(|seen| *seen));
+                tokio::select! {
+                    outcome = connection.as_mut() => return log_end(outcome),
+                    _ = first => {}
+                }
+            }
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    log_end(outcome);
+}
+
+fn log_end(outcome: Result<(), hyper::Error>) {
+    if let Err(e) = outcome {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

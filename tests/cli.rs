@@ -40,7 +40,10 @@ fn a_bad_setting_fails_with_the_name_of_its_key() {
             &[("SHOP_SECURITY__SECRET", "short")],
             "security.secret: must be at least 32 characters",
         ),
-        (&[("SHOP_DATABASE_URL", "sqlite:x.db")], "database_url"),
+        (
+            &[("SHOP_DATABASE__URLL", "sqlite:x.db")],
+            "unknown field `urll`",
+        ),
         (
             &[("SHOP_SERVER__REQUEST_TIMEOUT_SECS", "0")],
             "server.request_timeout_secs",
@@ -102,6 +105,33 @@ fn the_secret_can_live_in_its_own_file() {
         text(&out).contains("security.secret_file: cannot read /nonexistent/secret"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn unrelated_shop_variables_are_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("SHOP_DATABASE_URL", "postgres://typo"),
+            ("SHOP_BUILD_ID", "42"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("ignoring the environment variable SHOP_DATABASE_URL: not a setting"),
+        "{said}"
+    );
+    assert!(
+        said.contains("SHOP_BUILD_ID") && said.contains("SHOP_DATABASE__URL"),
+        "{said}"
+    );
+    assert!(
+        text(&out).contains("database:        sqlite:shop.db"),
+        "the typo changed nothing"
     );
 }
 

@@ -353,3 +353,32 @@ async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
         shop.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_just_before_sigterm_is_still_answered() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut shop = Shop::start(&db.url, &[]);
+    // Accepted by shop, but its request comes only after SIGTERM (as under a restart, when
+    // a client connects at that moment).
+    let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    shop.terminate();
+    std::thread::sleep(Duration::from_millis(200));
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "answered, not dropped: {response:?}"
+    );
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "and told the connection closes: {response}"
+    );
+    assert_eq!(shop.wait_exit(Duration::from_secs(10)), Some(0));
+}

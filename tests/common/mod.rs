@@ -103,17 +103,19 @@ pub fn shop_command(dir: &std::path::Path) -> Command {
 /// Like `shop_command`, but the caller passes `--config` (or relies on the default path).
 pub fn shop_command_without_config(dir: &std::path::Path) -> Command {
     let mut command = Command::new(shop_binary());
+    clean_environment(&mut command);
+    command.current_dir(dir);
+    command
+}
+
+/// Keep the test process's own SHOP_*, logging and systemd variables away from shop.
+fn clean_environment(command: &mut Command) {
     for (key, _) in std::env::vars() {
-        if key.starts_with("SHOP_")
-            || key == "RUST_LOG"
-            || key.starts_with("LISTEN_")
-            || key == "NOTIFY_SOCKET"
-        {
+        let ours = key.starts_with("SHOP_") || key.starts_with("LISTEN_");
+        if ours || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
             command.env_remove(key);
         }
     }
-    command.current_dir(dir);
-    command
 }
 
 /// How a test starts shop.
@@ -208,6 +210,7 @@ impl Shop {
                 // sh's $$ is the PID shop keeps after exec: LISTEN_PID must name it.
                 let shop = shop_command(dir.path());
                 let mut command = Command::new("sh");
+                clean_environment(&mut command);
                 command
                     .arg("-c")
                     .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
@@ -230,6 +233,7 @@ impl Shop {
             Launch::SocketActivate(port) => {
                 let shop = shop_command(dir.path());
                 let mut command = Command::new("systemd-socket-activate");
+                clean_environment(&mut command);
                 command.arg("-l").arg(format!("127.0.0.1:{port}"));
                 for (key, value) in env {
                     command.arg("-E").arg(format!("{key}={value}"));
