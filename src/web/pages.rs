@@ -27,15 +27,59 @@ struct ItemView<'a> {
 
 impl<'a> From<&'a Item> for ItemView<'a> {
     fn from(item: &'a Item) -> Self {
+        let (mut date_added, mut date_shown) = (String::new(), String::new());
+        write_date(&mut date_added, &mut date_shown, item);
         ItemView {
             id: item.id,
             name: &item.name,
             quantity: item.quantity,
             description: &item.description,
-            date_added: item.date_added.to_rfc3339(),
-            date_shown: item.date_added.format("%Y-%m-%d %H:%M UTC").to_string(),
+            date_added,
+            date_shown,
         }
     }
+}
+
+/// The date an item was added, as a `datetime` attribute and as people read it. Formatted
+/// from its fields: a strftime pattern would be parsed again for every row of a list.
+fn write_date(attribute: &mut String, shown: &mut String, item: &Item) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let d = item.date_added;
+    let (year, month, day, hour, minute) = (d.year(), d.month(), d.day(), d.hour(), d.minute());
+    let _ = write!(
+        attribute,
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{:02}Z",
+        d.second()
+    );
+    let _ = write!(
+        shown,
+        "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC"
+    );
+}
+
+/// The rows of the list table, written straight into one buffer (escaped with tera's own
+/// `escape_html`, as the templates are). Rendering them through the template engine would
+/// turn every row into a JSON value first: on the 1,000-row page that was most of the work.
+fn table_rows(items: &[Item]) -> String {
+    use std::fmt::Write;
+    let mut html = String::with_capacity(items.len() * 256);
+    let (mut attribute, mut shown) = (String::with_capacity(32), String::with_capacity(32));
+    for item in items {
+        attribute.clear();
+        shown.clear();
+        write_date(&mut attribute, &mut shown, item);
+        let _ = writeln!(
+            html,
+            "    <tr><td><a href=\"/items/{id}\">{name}</a></td><td class=\"num\">{quantity}</td>\
+             <td>{description}</td><td><time datetime=\"{attribute}\">{shown}</time></td></tr>",
+            id = item.id,
+            name = tera::escape_html(&item.name),
+            quantity = item.quantity,
+            description = tera::escape_html(&item.description),
+        );
+    }
+    html
 }
 
 /// The fields of the add and edit forms, as sent.
@@ -173,9 +217,9 @@ pub async fn list_items(
 ) -> Result<Html<String>, AppError> {
     let query = params.parse()?;
     let page = state.store.list_items(&query).await?;
-    let items: Vec<ItemView> = page.items.iter().map(ItemView::from).collect();
     let mut context = tera::Context::new();
-    context.insert("items", &items);
+    context.insert("has_items", &!page.items.is_empty());
+    context.insert("rows", &table_rows(&page.items));
     context.insert("search", &query.search);
     context.insert("page", &query.page);
     context.insert("per_page", &query.per_page);

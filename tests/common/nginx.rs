@@ -99,6 +99,17 @@ pub fn check(prefix: &Path) -> (bool, String) {
     )
 }
 
+/// An nginx that only serves `file` at `/static.html`: the proxy path's ceiling.
+pub fn start_static(file: &Path) -> Nginx {
+    let port = free_port();
+    let root = file.parent().unwrap().display().to_string();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let site = format!(
+        "server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location = /static.html {{ try_files /{name} =404; }}\n}}\n"
+    );
+    Nginx::start_site(port, &site)
+}
+
 pub struct Nginx {
     child: Child,
     pub port: u16,
@@ -109,7 +120,11 @@ impl Nginx {
     /// Start nginx in front of instances on `upstream_ports`.
     pub fn start(upstream_ports: &[u16]) -> Nginx {
         let port = free_port();
-        let dir = prefix(&render_site(port, upstream_ports));
+        Nginx::start_site(port, &render_site(port, upstream_ports))
+    }
+
+    fn start_site(port: u16, site: &str) -> Nginx {
+        let dir = prefix(site);
         let (ok, said) = check(dir.path());
         assert!(ok, "nginx -t failed:\n{said}");
         let child = Command::new("nginx")

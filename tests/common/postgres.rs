@@ -79,6 +79,11 @@ impl PgCluster {
         })
     }
 
+    /// Where this cluster's server programs are (pgbench is there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
