@@ -116,12 +116,7 @@ async fn csrf_is_required_and_shared_between_instances(backend: Backend) {
     let mut body = vec![("csrf_token", session.token.as_str())];
     body.extend(item);
     assert_eq!(
-        http.post(shop.url("/"))
-            .form(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(http.post(shop.url("/")).form(&body)).await,
         403
     );
     // Another browser's token does not fit this browser's cookie.
@@ -160,14 +155,7 @@ async fn csrf_is_required_and_shared_between_instances(backend: Backend) {
         403
     );
 
-    let items: Value = http
-        .get(shop.url("/api/items"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let items: Value = common::json_of(http.get(shop.url("/api/items"))).await;
     assert_eq!(
         items["items"].as_array().unwrap().len(),
         1,
@@ -210,12 +198,7 @@ async fn pagination_and_search(backend: Backend) {
         };
         let body = json!({"name": format!("item {i}"), "quantity": i, "description": description});
         assert_eq!(
-            http.post(shop.url("/api/items"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            common::status_of(http.post(shop.url("/api/items")).json(&body)).await,
             201
         );
     }
@@ -392,14 +375,7 @@ async fn json_api(backend: Backend) {
         "date set by the server"
     );
 
-    let fetched: Value = http
-        .get(shop.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Value = common::json_of(http.get(shop.url(&location))).await;
     assert_eq!(fetched, created);
 
     let response = http
@@ -452,11 +428,7 @@ async fn json_api(backend: Backend) {
     assert_eq!(response.status(), 415);
 
     assert_eq!(
-        http.delete(shop.url(&location))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(http.delete(shop.url(&location))).await,
         204
     );
     let response = http.get(shop.url(&location)).send().await.unwrap();
@@ -464,20 +436,15 @@ async fn json_api(backend: Backend) {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "There is no such item.");
     assert_eq!(
-        http.delete(shop.url(&location))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(http.delete(shop.url(&location))).await,
         404
     );
     assert_eq!(
-        http.put(shop.url("/api/items/999"))
-            .json(&json!({"name": "a", "quantity": 1, "description": "b"}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(
+            http.put(shop.url("/api/items/999"))
+                .json(&json!({"name": "a", "quantity": 1, "description": "b"}))
+        )
+        .await,
         404
     );
 }
@@ -507,11 +474,7 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["request_id"].is_string());
     assert_eq!(
-        http.delete(shop.url("/items"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(http.delete(shop.url("/items"))).await,
         405
     );
 
@@ -534,14 +497,7 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let items: Value = http
-        .get(shop.url("/api/items"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let items: Value = common::json_of(http.get(shop.url("/api/items"))).await;
     assert_eq!(items["items"], json!([]));
 
     // The proxy's request id is used; the instance says who it is.
@@ -556,14 +512,7 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
         response.headers()["x-shop-instance"],
         shop.port.to_string().as_str()
     );
-    let ready: Value = http
-        .get(shop.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = common::json_of(http.get(shop.url("/readyz"))).await;
     assert_eq!(ready["status"], "ready");
     let logs = shop.logs();
     assert!(
@@ -634,14 +583,7 @@ async fn a_repeated_post_creates_one_item(backend: Backend) {
         assert_eq!(response.status(), 303);
         assert_eq!(response.headers()["location"], "/items");
     }
-    let items: Value = http
-        .get(shop.url("/api/items?q=Once"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let items: Value = common::json_of(http.get(shop.url("/api/items?q=Once"))).await;
     assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
 
     // A bad form keeps its key, so correcting and resending it is still one item.
@@ -674,13 +616,12 @@ async fn a_repeated_post_creates_one_item(backend: Backend) {
         ("description", "x"),
     ];
     assert_eq!(
-        http.post(shop.url("/"))
-            .header("cookie", &cookie)
-            .form(&bad_key)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(
+            http.post(shop.url("/"))
+                .header("cookie", &cookie)
+                .form(&bad_key)
+        )
+        .await,
         400
     );
 

@@ -395,15 +395,5 @@ async fn a_database_restart_gives_503s_then_serves_again_without_restarts() {
         .map(|s| s.as_ref().unwrap().pid())
         .collect();
     assert_eq!(pids, now, "no instance was restarted");
-    let stored: HashMap<String, usize> = {
-        let mut counts = HashMap::new();
-        for name in cluster
-            .psql_in("outage", "SELECT name FROM items WHERE name LIKE 'load %'")
-            .lines()
-        {
-            *counts.entry(name.to_owned()).or_insert(0) += 1;
-        }
-        counts
-    };
-    assert_writes_exact(&report, &stored);
+    assert_writes_exact(&report, &stored_names(&cluster, "outage"));
 }

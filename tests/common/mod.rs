@@ -434,6 +434,16 @@ pub async fn add_item(
     post_form(&http, &shop.url("/"), &session, &fields).await
 }
 
+/// Send a request and give its status (for assertions on it).
+pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Send a request and give its body as JSON.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Poll `url` until it answers `status`, at most `timeout`.
 pub async fn wait_for_status(
     client: &reqwest::Client,
