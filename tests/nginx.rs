@@ -101,10 +101,15 @@ fn spawn_load(
 
 #[test]
 fn the_site_passes_nginx_t_and_gixy() {
-    let site =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx/shop.conf"))
-            .unwrap();
-    let prefix = nginx::prefix(&site);
+    let source = |file: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("nginx")
+                .join(file),
+        )
+        .unwrap()
+    };
+    let prefix = nginx::prefix(&source("shop.conf"), &source("shop-upstream.conf"));
     let (ok, said) = nginx::check(prefix.path());
     assert!(ok, "nginx -t:\n{said}");
     let gixy = std::env::var("GIXY").unwrap_or_else(|_| {

@@ -14,12 +14,10 @@ fn source(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The shop site with its `listen` lines and upstream servers replaced.
-pub fn render_site(port: u16, upstream_ports: &[u16]) -> String {
-    let site = source("shop.conf");
+/// The shop site listening on 127.0.0.1:`port` instead of port 80.
+pub fn render_site(port: u16) -> String {
     let mut out = String::new();
-    let mut servers_written = false;
-    for line in site.lines() {
+    for line in source("shop.conf").lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("listen ") {
             if trimmed.starts_with("listen 80;") {
@@ -27,9 +25,20 @@ pub fn render_site(port: u16, upstream_ports: &[u16]) -> String {
             }
             continue;
         }
-        if trimmed.starts_with("server 127.0.0.1:") {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The upstream snippet with its server lines pointing at `ports`.
+pub fn render_upstream(ports: &[u16]) -> String {
+    let mut out = String::new();
+    let mut servers_written = false;
+    for line in source("shop-upstream.conf").lines() {
+        if line.trim_start().starts_with("server 127.0.0.1:") {
             if !servers_written {
-                for p in upstream_ports {
+                for p in ports {
                     out.push_str(&format!(
                         "    server 127.0.0.1:{p} max_fails=3 fail_timeout=5s;\n"
                     ));
@@ -43,13 +52,13 @@ pub fn render_site(port: u16, upstream_ports: &[u16]) -> String {
     }
     assert!(
         servers_written,
-        "no upstream server lines found in nginx/shop.conf"
+        "no server lines in nginx/shop-upstream.conf"
     );
     out
 }
 
-/// An nginx prefix directory: main config, the snippet, and the given site text.
-pub fn prefix(site: &str) -> tempfile::TempDir {
+/// An nginx prefix directory: main config, the snippets, and the given site and upstream.
+pub fn prefix(site: &str, upstream: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("shop-nginx-")
         .tempdir()
@@ -63,6 +72,7 @@ pub fn prefix(site: &str) -> tempfile::TempDir {
         source("shop-proxy.conf"),
     )
     .unwrap();
+    std::fs::write(d.join("snippets/shop-upstream.conf"), upstream).unwrap();
     std::fs::write(d.join("sites/shop.conf"), site).unwrap();
     // SAFETY: geteuid has no preconditions.
     let user = if unsafe { libc::geteuid() } == 0 {
@@ -107,7 +117,7 @@ pub fn start_static(file: &Path) -> Nginx {
     let site = format!(
         "server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location = /static.html {{ try_files /{name} =404; }}\n}}\n"
     );
-    Nginx::start_site(port, &site)
+    Nginx::start_site(port, &site, "")
 }
 
 pub struct Nginx {
@@ -120,11 +130,11 @@ impl Nginx {
     /// Start nginx in front of instances on `upstream_ports`.
     pub fn start(upstream_ports: &[u16]) -> Nginx {
         let port = free_port();
-        Nginx::start_site(port, &render_site(port, upstream_ports))
+        Nginx::start_site(port, &render_site(port), &render_upstream(upstream_ports))
     }
 
-    fn start_site(port: u16, site: &str) -> Nginx {
-        let dir = prefix(site);
+    fn start_site(port: u16, site: &str, upstream: &str) -> Nginx {
+        let dir = prefix(site, upstream);
         let (ok, said) = check(dir.path());
         assert!(ok, "nginx -t failed:\n{said}");
         let child = Command::new("nginx")
