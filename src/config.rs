@@ -316,8 +316,8 @@ mod tests {
             "postgres://shop:****@db/shop"
         );
         assert_eq!(
-            redact_url("postgres://shop@/shop?host=/run/postgresql"),
-            "postgres://shop@/shop?host=/run/postgresql"
+            redact_url("postgres://shop@localhost/shop?host=/run/postgresql"),
+            "postgres://shop@localhost/shop?host=/run/postgresql"
         );
         assert_eq!(
             redact_url("postgres://db/shop?user=a&password=x&sslmode=off"),

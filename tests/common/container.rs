@@ -311,6 +311,90 @@ impl Container {
     }
 }
 
+/// A way out for apt inside a container: a listener on 127.0.0.1:3142 inside the
+/// container's network namespace, relaying each connection to the host's Debian mirror.
+/// apt inside uses it as its HTTP proxy (so requests carry the mirror's own host name).
+pub struct MirrorRelay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for MirrorRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Container {
+    pub fn relay_apt_to_mirror(&self) -> MirrorRelay {
+        use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mirror = debian_mirror();
+        let authority = mirror
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let upstream = if authority.contains(':') {
+            authority.clone()
+        } else {
+            format!("{authority}:80")
+        };
+        let upstream: Vec<std::net::SocketAddr> = upstream
+            .to_socket_addrs()
+            .expect("resolve the mirror")
+            .collect();
+        // Bind inside the container's network namespace, from a thread of its own (a
+        // namespace is per thread); the socket stays there when the thread ends.
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid1)).unwrap();
+        let listener = std::thread::spawn(move || {
+            // SAFETY: setns on this short-lived thread only.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&netns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            TcpListener::bind("127.0.0.1:3142").expect("bind the relay in the container")
+        })
+        .join()
+        .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((inside, _)) => {
+                        let upstream = upstream.clone();
+                        std::thread::spawn(move || {
+                            let _ = inside.set_nonblocking(false);
+                            let Ok(outside) =
+                                TcpStream::connect_timeout(&upstream[0], Duration::from_secs(10))
+                            else {
+                                return;
+                            };
+                            let (mut a, mut b) =
+                                (inside.try_clone().unwrap(), outside.try_clone().unwrap());
+                            let (mut inside, mut outside) = (inside, outside);
+                            let up = std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut a, &mut outside);
+                                let _ = outside.shutdown(std::net::Shutdown::Write);
+                            });
+                            let _ = std::io::copy(&mut b, &mut inside);
+                            let _ = inside.shutdown(std::net::Shutdown::Write);
+                            let _ = up.join();
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        self.write_file(
+            "/etc/apt/apt.conf.d/99shop-test-relay",
+            "Acquire::http::Proxy \"http://127.0.0.1:3142/\";\n",
+        );
+        MirrorRelay { stop }
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = self.exec(&["systemctl", "poweroff"]);
