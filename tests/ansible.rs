@@ -248,26 +248,13 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     );
 
     // A newer package while requests flow through nginx.
-    let load = host
-        .in_network("bash")
-        .args(["-c", r#"ok=0; bad=0
-            for i in $(seq 1 400); do
-              code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' http://127.0.0.1/items)
-              if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i: $code" >&2; fi
-              sleep 0.02
-            done
-            echo "$ok $bad""#])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = host.start_request_loop(&["http://127.0.0.1/items"], 400, 20);
     assert!(deploy(&host, home.path(), new.to_str().unwrap(), &[]) > 0);
-    let out = load.wait_with_output().unwrap();
+    let (ok, bad, failures) = load.finish();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "400 0",
-        "failed requests during the upgrade:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        (ok, bad),
+        (400, 0),
+        "failed requests during the upgrade:\n{failures}"
     );
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert!(

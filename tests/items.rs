@@ -124,6 +124,7 @@ async fn csrf_is_required_and_shared_between_instances(backend: Backend) {
     let mixed = common::FormSession {
         cookie: session.cookie.clone(),
         token: other.token,
+        idempotency_key: other.idempotency_key,
     };
     assert_eq!(
         post_form(&http, &shop.url("/"), &mixed, &item)
@@ -343,6 +344,7 @@ impl FormSessionless {
         common::FormSession {
             cookie: "x=y".into(),
             token: String::new(),
+            idempotency_key: String::new(),
         }
     }
 }
@@ -549,19 +551,8 @@ async fn redirects_ignore_the_host_header(backend: Backend) {
 async fn a_repeated_post_creates_one_item(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
-    let form = http.get(shop.url("/")).send().await.unwrap();
-    let cookie = form.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let html = form.text().await.unwrap();
-    let (token, key) = (
-        common::hidden_field(&html, "csrf_token"),
-        common::hidden_field(&html, "idempotency_key"),
-    );
+    let session = open_form(&http, &shop.url("/")).await;
+    let (cookie, token, key) = (session.cookie, session.token, session.idempotency_key);
     assert_eq!(key.len(), 32, "every new-item form carries a key");
     let body = [
         ("csrf_token", token.as_str()),

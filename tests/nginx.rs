@@ -172,21 +172,11 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
         "relative, untouched by nginx"
     );
     // The same form POSTed twice through nginx (a retry): one row.
-    let form = http.get(format!("{}/", site.url)).send().await.unwrap();
-    let cookie = form.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let html = form.text().await.unwrap();
+    let again = open_form(&http, &format!("{}/", site.url)).await;
+    let cookie = again.cookie;
     let body = [
-        ("csrf_token", common::hidden_field(&html, "csrf_token")),
-        (
-            "idempotency_key",
-            common::hidden_field(&html, "idempotency_key"),
-        ),
+        ("csrf_token", again.token),
+        ("idempotency_key", again.idempotency_key),
         ("name", "Sent twice".to_owned()),
         ("quantity", "2".to_owned()),
         ("description", "d".to_owned()),

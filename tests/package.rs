@@ -96,26 +96,6 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A bounded loop of requests over the three instances, run inside the container's network.
-fn start_request_loop(host: &Container, requests: u32) -> std::process::Child {
-    let script = format!(
-        r#"ok=0; bad=0
-        for i in $(seq 1 {requests}); do
-          port=$((8001 + i % 3))
-          code=$(curl -s -o /dev/null -m 10 -w '%{{http_code}}' http://127.0.0.1:$port/items)
-          if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i to $port: $code" >&2; fi
-          sleep 0.02
-        done
-        echo "$ok $bad""#
-    );
-    host.in_network("bash")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn the_package_on_a_real_systemd_host() {
     let (old, new) = debs();
@@ -166,15 +146,19 @@ fn the_package_on_a_real_systemd_host() {
         .find_map(|l| l.strip_prefix("-- cursor: "))
         .expect("a journal cursor")
         .to_owned();
-    let load = start_request_loop(&host, 300);
+    let urls = [
+        "http://127.0.0.1:8001/items",
+        "http://127.0.0.1:8002/items",
+        "http://127.0.0.1:8003/items",
+    ];
+    let load = host.start_request_loop(&urls, 300, 20);
     std::thread::sleep(Duration::from_millis(500));
     host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
-    let out = load.wait_with_output().unwrap();
+    let (ok, bad, failures) = load.finish();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "300 0",
-        "failed requests during the upgrade:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        (ok, bad),
+        (300, 0),
+        "failed requests during the upgrade:\n{failures}"
     );
     assert_eq!(
         host.sh("dpkg-query -W -f '${Version}' shop"),

@@ -120,29 +120,16 @@ fn shop_under_real_systemd() {
     // systemctl restart under a bounded request loop: connections wait in the socket's
     // backlog, so no request fails.
     let before = main_pid(&host, "shop@8001.service");
-    let load = host
-        .in_network("bash")
-        .args(["-c", r#"ok=0; bad=0
-            for i in $(seq 1 300); do
-              code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' http://127.0.0.1:8001/items)
-              if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i: $code" >&2; fi
-            done
-            echo "$ok $bad""#])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = host.start_request_loop(&["http://127.0.0.1:8001/items"], 300, 0);
     std::thread::sleep(Duration::from_millis(500));
     host.sh("systemctl restart shop@8001");
     std::thread::sleep(Duration::from_millis(300));
     host.sh("systemctl restart shop@8001");
-    let out = load.wait_with_output().unwrap();
-    let counts = String::from_utf8_lossy(&out.stdout);
+    let (ok, bad, failures) = load.finish();
     assert_eq!(
-        counts.trim(),
-        "300 0",
-        "failed requests during restarts:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        (ok, bad),
+        (300, 0),
+        "failed requests during restarts:\n{failures}"
     );
     assert_ne!(
         main_pid(&host, "shop@8001.service"),

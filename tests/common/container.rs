@@ -311,6 +311,48 @@ impl Container {
     }
 }
 
+/// A bounded loop of GETs running inside a container's network while a test restarts or
+/// upgrades something: one new connection per request, each allowed 10 s.
+pub struct RequestLoop(std::process::Child);
+
+impl RequestLoop {
+    /// Wait for the loop to end: how many requests got 200, how many did not, and a line
+    /// for each failure.
+    pub fn finish(self) -> (u32, u32, String) {
+        let out = self.0.wait_with_output().unwrap();
+        let counts = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut numbers = counts.split_whitespace().map(|n| n.parse().unwrap_or(0));
+        let (ok, bad) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        (ok, bad, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Container {
+    /// Start `requests` GETs, to `urls` in turn, `pause_ms` apart.
+    pub fn start_request_loop(&self, urls: &[&str], requests: u32, pause_ms: u32) -> RequestLoop {
+        let script = format!(
+            r#"urls=({urls}); ok=0; bad=0
+            for i in $(seq 1 {requests}); do
+              url=${{urls[$((i % ${{#urls[@]}}))]}}
+              code=$(curl -s -o /dev/null -m 10 -w '%{{http_code}}' "$url")
+              if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i to $url: $code" >&2; fi
+              sleep {pause}
+            done
+            echo "$ok $bad""#,
+            urls = urls.join(" "),
+            pause = f64::from(pause_ms) / 1000.0,
+        );
+        let child = self
+            .in_network("bash")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        RequestLoop(child)
+    }
+}
+
 /// A way out for apt inside a container: a listener on 127.0.0.1:3142 inside the
 /// container's network namespace, relaying each connection to the host's Debian mirror.
 /// apt inside uses it as its HTTP proxy (so requests carry the mirror's own host name).

@@ -368,6 +368,8 @@ pub fn client() -> reqwest::Client {
 pub struct FormSession {
     pub cookie: String,
     pub token: String,
+    /// The form's idempotency key (empty for forms without one, such as the edit form).
+    pub idempotency_key: String,
 }
 
 /// GET a form page as a browser would: keep the CSRF cookie and read the form's token.
@@ -383,9 +385,15 @@ pub async fn open_form(client: &reqwest::Client, url: &str) -> FormSession {
         .map(|v| v.split(';').next().unwrap().to_owned())
         .expect("a shop_csrf cookie");
     let html = response.text().await.unwrap();
+    let idempotency_key = if html.contains("name=\"idempotency_key\"") {
+        hidden_field(&html, "idempotency_key")
+    } else {
+        String::new()
+    };
     FormSession {
         cookie,
         token: hidden_field(&html, "csrf_token"),
+        idempotency_key,
     }
 }
 
