@@ -5,53 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use common::container::{Container, Image};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let path = repo().join("target/tools/bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: tests/run installs it",
-        path.display()
-    );
-    path
-}
-
-/// An ansible command with a private home and temp dir, without colours.
-fn ansible(program: &str, home: &Path) -> Command {
-    let mut command = Command::new(tool(program));
-    command
-        .current_dir(repo().join("ansible"))
-        .env("ANSIBLE_CONFIG", repo().join("ansible/ansible.cfg"))
-        .env("ANSIBLE_HOME", home)
-        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
-        .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_FORCE_COLOR", "0")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                repo().join("target/tools/bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        );
-    command
-}
-
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::ansible::{ansible, deploy, deploy_fresh_host, repo, said};
+use common::container::Platform;
+use common::deb::Debs;
 
 #[test]
 fn the_playbook_passes_syntax_check_and_ansible_lint() {
@@ -141,124 +97,23 @@ fn the_templates_serve_one_host_and_several() {
     );
 }
 
-/// Run the playbook against the container; the recap's `changed=` count.
-fn deploy(host: &Container, home: &Path, deb: &str, extra: &[&str]) -> u32 {
-    let inventory = home.join("inventory.ini");
-    std::fs::write(
-        &inventory,
-        format!(
-            "[shop_app]\ntesthost ansible_connection=community.docker.nsenter ansible_nsenter_pid={} \
-             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su\n[shop_db]\ntesthost\n[shop_web]\ntesthost\n",
-            host.pid1
-        ),
-    )
-    .unwrap();
-    let out = ansible("ansible-playbook", home)
-        .arg("-i")
-        .arg(&inventory)
-        .arg("deploy.yml")
-        .args([
-            "-e",
-            &format!("shop_deb={deb}"),
-            "-e",
-            &format!("shop_secret_file={}", home.join("secret").display()),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = said(&out);
-    if !out.status.success() {
-        let journal = host.exec(&["journalctl", "--no-pager", "-n", "40", "-u", "shop@*"]);
-        panic!(
-            "ansible-playbook {extra:?} failed:\n{}\njournal:\n{}",
-            tail(&text, 30),
-            String::from_utf8_lossy(&journal.stdout)
-        );
-    }
-    let recap = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("testhost") && l.contains("changed="))
-        .expect("a play recap");
-    recap
-        .split("changed=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[test]
 fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
-    let old = std::env::var("SHOP_DEB_OLD").expect("SHOP_DEB_OLD: tests/run builds the packages");
-    let new = std::env::var("SHOP_DEB_NEW").expect("SHOP_DEB_NEW: tests/run builds the packages");
-    let (old, new) = (
-        std::fs::canonicalize(old).unwrap(),
-        std::fs::canonicalize(new).unwrap(),
-    );
-    let home = tempfile::tempdir().unwrap();
-    let host = Container::boot(&Image::shop_host(), "shop-ansible");
-    let _relay = host.relay_apt_to_mirror();
-
-    assert!(
-        deploy(&host, home.path(), old.to_str().unwrap(), &[]) > 0,
-        "the first run changes things"
-    );
-
-    // A person's flow through nginx on port 80: the form, an item, the list.
-    let flow = host.net_sh(
-        r#"curl -s -c jar http://127.0.0.1/ > form.html
-        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        curl -s -o /dev/null -w '%{http_code} %{redirect_url}\n' -b jar --data "csrf_token=$token&idempotency_key=$key&name=Deployed+by+Ansible&quantity=7&description=on+PostgreSQL" http://127.0.0.1/
-        curl -s http://127.0.0.1/items | grep -c 'Deployed by Ansible'
-        for i in $(seq 1 30); do curl -s -o /dev/null -D - http://127.0.0.1/healthz | grep -i '^x-shop-instance'; done | sort -u | wc -l"#,
-    );
-    let lines: Vec<&str> = flow.lines().collect();
+    let debs = Debs::amd64();
+    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old);
+    let (host, home) = (&deployed.host, deployed.home.path());
     assert_eq!(
-        lines,
-        ["303 http://127.0.0.1/items", "1", "3"],
-        "303 to the list, the item listed, all three instances answer"
-    );
-    let rows = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name = 'Deployed by Ansible' AND quantity = 7\"");
-    assert_eq!(rows.trim(), "1", "PostgreSQL holds the row");
-
-    assert_eq!(
-        deploy(&host, home.path(), old.to_str().unwrap(), &[]),
-        0,
-        "a second run changes nothing"
-    );
-    assert_eq!(
-        deploy(
-            &host,
-            home.path(),
-            old.to_str().unwrap(),
-            &["--check", "--diff"]
-        ),
+        deploy(host, home, &debs.old, &["--check", "--diff"]),
         0,
         "--check --diff is clean"
     );
 
     // A newer package while requests flow through nginx.
-    let load = host.start_request_loop(&["http://127.0.0.1/items"], 400, 20);
-    assert!(deploy(&host, home.path(), new.to_str().unwrap(), &[]) > 0);
-    let (ok, bad, failures) = load.finish();
-    assert_eq!(
-        (ok, bad),
-        (400, 0),
-        "failed requests during the upgrade:\n{failures}"
-    );
+    let load = host.start_request_loop(&["http://127.0.0.1/items"], 4000, 20);
+    assert!(deploy(host, home, &debs.new, &[]) > 0);
+    let (ok, bad, failures) = load.stop();
+    assert_eq!(bad, 0, "failed requests during the upgrade:\n{failures}");
+    assert!(ok >= 50, "the load ran through the upgrade ({ok} requests)");
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
-    assert!(
-        new.to_str().unwrap().contains(version.trim()),
-        "upgraded to {version}"
-    );
+    assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
 }

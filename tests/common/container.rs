@@ -1,15 +1,58 @@
-//! A real systemd host for tests: a Debian 12 image made once with `debootstrap` (cached
-//! under target/), booted as a throwaway overlay copy with `systemd-nspawn` (systemd as
-//! PID 1, a private network), driven with `nsenter`, and powered off by the test.
-//! The package and Ansible tests use it too.
+//! A real systemd host for tests: a Debian root file system made once with `debootstrap`
+//! (cached outside the clone, under /var/tmp, keyed by what built it), booted as a throwaway
+//! overlay copy with `systemd-nspawn` (systemd as PID 1, a private network), driven with
+//! `nsenter`, and powered off by the test. Debian 12 on amd64 is the default host; the same
+//! harness boots Debian 12 on arm64 (the Raspberry Pi's architecture, under qemu-user) and
+//! Debian 13. The package and Ansible tests use it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A Debian 12 root file system with systemd and the extra packages asked for.
+/// A distribution release and a CPU architecture to boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform {
+    /// Debian's suite name.
+    pub suite: &'static str,
+    /// dpkg's architecture name.
+    pub arch: &'static str,
+}
+
+impl Platform {
+    /// The default test host: Debian 12 on this machine's architecture.
+    pub const BOOKWORM_AMD64: Platform = Platform {
+        suite: "bookworm",
+        arch: "amd64",
+    };
+    /// The Raspberry Pi's architecture, run under qemu-user (binfmt_misc).
+    pub const BOOKWORM_ARM64: Platform = Platform {
+        suite: "bookworm",
+        arch: "arm64",
+    };
+    /// A newer release (PostgreSQL 17, systemd 257, nginx 1.26), like Ubuntu 24.04.
+    pub const TRIXIE_AMD64: Platform = Platform {
+        suite: "trixie",
+        arch: "amd64",
+    };
+
+    fn emulated(self) -> bool {
+        self.arch != host_arch()
+    }
+}
+
+/// This machine's dpkg architecture.
+fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+/// A Debian root file system with systemd and the extra packages asked for.
 pub struct Image {
     pub rootfs: PathBuf,
+    pub platform: Platform,
 }
 
 /// What every image has: systemd as init, and what user creation and Ansible need.
@@ -27,36 +70,76 @@ const BASE_PACKAGES: &[&str] = &[
 /// package's dependencies and recommendation (the container has no route to a mirror).
 const SHOP_HOST_PACKAGES: &[&str] = &["libsqlite3-0", "nginx"];
 
+/// Bump when the steps below change, so that cached images are built again.
+const IMAGE_RECIPE: &str = "2";
+
+/// Units of a minimal Debian that load credentials, which qemu-user cannot do
+/// (243/CREDENTIALS): under emulation they get an empty `LoadCredential=`.
+const CREDENTIAL_UNITS: &[&str] = &[
+    "systemd-sysusers",
+    "systemd-tmpfiles-setup",
+    "systemd-tmpfiles-setup-dev",
+    "systemd-tmpfiles-setup-dev-early",
+    "systemd-sysctl",
+    "procps",
+    "systemd-firstboot",
+    "systemd-tmpfiles-clean",
+];
+
+/// Where images are kept between runs: outside the clone, since CI clones afresh.
+fn image_store() -> PathBuf {
+    std::env::var_os("SHOP_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/shop-test-images"))
+}
+
 impl Image {
     /// The host every shop container test boots.
     pub fn shop_host() -> Image {
-        Image::debian12(SHOP_HOST_PACKAGES)
+        Image::shop_host_on(Platform::BOOKWORM_AMD64)
     }
 
-    /// The image with `extra` Debian packages baked in; built on first use (~1 min) and
-    /// reused by later runs (the directory name says what is in it).
-    pub fn debian12(extra: &[&str]) -> Image {
+    /// The shop test host on another platform.
+    pub fn shop_host_on(platform: Platform) -> Image {
+        Image::build(platform, SHOP_HOST_PACKAGES)
+    }
+
+    /// The image with `extra` Debian packages baked in; built on first use (~1 min, ~3 min
+    /// for arm64 under emulation) and reused by later runs (the directory name says what
+    /// built it).
+    pub fn build(platform: Platform, extra: &[&str]) -> Image {
         let mut packages: Vec<&str> = BASE_PACKAGES.iter().chain(extra).copied().collect();
         packages.sort_unstable();
         packages.dedup();
         let include = packages.join(",");
-        let key = format!("{:016x}", fnv1a(include.as_bytes()));
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd-host");
+        let recipe = format!(
+            "{IMAGE_RECIPE} {} {} {include}",
+            platform.suite, platform.arch
+        );
+        let key = format!(
+            "{}-{}-{:016x}",
+            platform.suite,
+            platform.arch,
+            fnv1a(recipe.as_bytes())
+        );
+        let root = image_store();
         std::fs::create_dir_all(&root).unwrap();
-        let rootfs = root.join(format!("bookworm-{key}"));
-        let stamp = root.join(format!("bookworm-{key}.done"));
-        let lock = std::fs::File::create(root.join(format!("bookworm-{key}.lock"))).unwrap();
+        let rootfs = root.join(&key);
+        let stamp = root.join(format!("{key}.done"));
+        let lock = std::fs::File::create(root.join(format!("{key}.lock"))).unwrap();
         // SAFETY: flock on a file we hold open; serialises builds between test processes.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
         if !stamp.exists() {
             let _ = std::fs::remove_dir_all(&rootfs);
             let mirror = debian_mirror();
-            eprintln!("building the Debian 12 test image ({include}) from {mirror} …");
+            let started = Instant::now();
+            eprintln!("building the test image {key} ({include}) from {mirror} …");
             let out = Command::new("debootstrap")
                 .args([
+                    &format!("--arch={}", platform.arch),
                     "--variant=minbase",
                     &format!("--include={include}"),
-                    "bookworm",
+                    platform.suite,
                 ])
                 .arg(&rootfs)
                 .arg(&mirror)
@@ -64,15 +147,31 @@ impl Image {
                 .expect("run debootstrap (apt-get install debootstrap)");
             assert!(
                 out.status.success(),
-                "debootstrap failed:\n{}",
-                String::from_utf8_lossy(&out.stdout)
+                "debootstrap failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
             // A machine id is made at first boot of each copy; units' logs go to the journal.
             let _ = std::fs::remove_file(rootfs.join("etc/machine-id"));
             std::fs::write(rootfs.join("etc/machine-id"), "").unwrap();
-            std::fs::write(&stamp, &include).unwrap();
+            if platform.emulated() {
+                for unit in CREDENTIAL_UNITS {
+                    let dir = rootfs.join(format!("etc/systemd/system/{unit}.service.d"));
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(
+                        dir.join("qemu-user.conf"),
+                        "# qemu-user cannot pass credentials (243/CREDENTIALS)\n[Service]\nLoadCredential=\n",
+                    )
+                    .unwrap();
+                }
+            }
+            std::fs::write(&stamp, &recipe).unwrap();
+            eprintln!(
+                "built the test image {key} in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
         }
-        Image { rootfs }
+        Image { rootfs, platform }
     }
 }
 
@@ -82,7 +181,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The Debian mirror this host's apt uses for bookworm (never written down anywhere).
+/// The Debian archive this host's apt uses (found by its bookworm suites, never written
+/// down anywhere); it carries arm64 and Debian 13 (trixie) too.
 pub fn debian_mirror() -> String {
     let mut texts = Vec::new();
     for dir in ["/etc/apt/sources.list.d"] {
@@ -313,26 +413,39 @@ impl Container {
 
 /// A bounded loop of GETs running inside a container's network while a test restarts or
 /// upgrades something: one new connection per request, each allowed 10 s.
-pub struct RequestLoop(std::process::Child);
+pub struct RequestLoop {
+    child: std::process::Child,
+    stop_file: tempfile::TempPath,
+}
 
 impl RequestLoop {
     /// Wait for the loop to end: how many requests got 200, how many did not, and a line
     /// for each failure.
     pub fn finish(self) -> (u32, u32, String) {
-        let out = self.0.wait_with_output().unwrap();
+        let out = self.child.wait_with_output().unwrap();
         let counts = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut numbers = counts.split_whitespace().map(|n| n.parse().unwrap_or(0));
         let (ok, bad) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
         (ok, bad, String::from_utf8_lossy(&out.stderr).into_owned())
     }
+
+    /// End the loop after the request under way (for loops that must cover a step of
+    /// unknown length, such as an upgrade under emulation), then as `finish`.
+    pub fn stop(self) -> (u32, u32, String) {
+        std::fs::write(&self.stop_file, "stop").unwrap();
+        self.finish()
+    }
 }
 
 impl Container {
-    /// Start `requests` GETs, to `urls` in turn, `pause_ms` apart.
+    /// Start at most `requests` GETs, to `urls` in turn, `pause_ms` apart.
     pub fn start_request_loop(&self, urls: &[&str], requests: u32, pause_ms: u32) -> RequestLoop {
+        let stop_file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        std::fs::remove_file(&stop_file).unwrap();
         let script = format!(
             r#"urls=({urls}); ok=0; bad=0
             for i in $(seq 1 {requests}); do
+              [ -e '{stop}' ] && break
               url=${{urls[$((i % ${{#urls[@]}}))]}}
               code=$(curl -s -o /dev/null -m 10 -w '%{{http_code}}' "$url")
               if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i to $url: $code" >&2; fi
@@ -340,6 +453,7 @@ impl Container {
             done
             echo "$ok $bad""#,
             urls = urls.join(" "),
+            stop = stop_file.display(),
             pause = f64::from(pause_ms) / 1000.0,
         );
         let child = self
@@ -349,7 +463,7 @@ impl Container {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        RequestLoop(child)
+        RequestLoop { child, stop_file }
     }
 }
 

@@ -3,14 +3,16 @@
 //! behaves like a browser filling in forms.
 #![allow(dead_code)]
 
+pub mod ansible;
 pub mod container;
+pub mod deb;
 pub mod load;
 pub mod nginx;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -84,8 +86,14 @@ fn unique_name() -> String {
     )
 }
 
+/// The `shop` binary under test: this build's, or the one SHOP_TEST_BINARY names (tests/run
+/// points it at the arm64 build, which the kernel runs through qemu-user's binfmt_misc entry).
 pub fn shop_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_shop"))
+    match std::env::var_os("SHOP_TEST_BINARY") {
+        Some(path) => std::fs::canonicalize(&path)
+            .unwrap_or_else(|e| panic!("SHOP_TEST_BINARY={}: {e}", Path::new(&path).display())),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_shop")),
+    }
 }
 
 /// A `shop` command with a clean environment: no SHOP_* from outside, an empty config

@@ -1,0 +1,329 @@
+//! The Debian packages tests/run builds (named by environment variables), their control
+//! fields, and the package's whole life on a real systemd host: install, serve, upgrade
+//! under load, remove, purge, reinstall. The amd64 and arm64 packages share it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::container::{Container, Image, Platform};
+
+/// An older and a newer build of the same package, for upgrade tests.
+pub struct Debs {
+    pub old: PathBuf,
+    pub new: PathBuf,
+}
+
+impl Debs {
+    /// The amd64 packages: SHOP_DEB_OLD and SHOP_DEB_NEW.
+    pub fn amd64() -> Debs {
+        Debs::named("SHOP_DEB_OLD", "SHOP_DEB_NEW")
+    }
+
+    /// The arm64 packages: SHOP_DEB_ARM64_OLD and SHOP_DEB_ARM64_NEW.
+    pub fn arm64() -> Debs {
+        Debs::named("SHOP_DEB_ARM64_OLD", "SHOP_DEB_ARM64_NEW")
+    }
+
+    fn named(old: &str, new: &str) -> Debs {
+        let path = |var: &str| {
+            let path = std::env::var(var).unwrap_or_else(|_| {
+                panic!("{var} is not set: tests/run builds the packages (packaging/build-deb)")
+            });
+            let path = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{var}={path}: {e}"));
+            assert!(path.is_file(), "{} is not a file", path.display());
+            path
+        };
+        Debs {
+            old: path(old),
+            new: path(new),
+        }
+    }
+}
+
+/// A control field of a .deb (`dpkg-deb -f`).
+pub fn deb_field(deb: &Path, field: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// lintian, pedantic, with no overrides: it must say nothing.
+pub fn assert_lintian_clean(deb: &Path) {
+    let out = Command::new("lintian")
+        .args(["--pedantic", "--fail-on", "error,warning,pedantic"])
+        .arg(deb)
+        .output()
+        .expect("run lintian (apt-get install lintian)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "lintian on {}:\n{said}{}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The fields every build must have: the architecture, computed Depends, and a version
+/// above the older build's.
+pub fn assert_control_fields(debs: &Debs, arch: &str) {
+    assert_eq!(deb_field(&debs.new, "Architecture"), arch);
+    let depends = deb_field(&debs.new, "Depends");
+    for needed in ["libc6", "libsqlite3-0", "adduser"] {
+        assert!(depends.contains(needed), "Depends: {depends:?}");
+    }
+    assert_eq!(deb_field(&debs.new, "Recommends"), "nginx");
+    assert_eq!(deb_field(&debs.new, "Suggests"), "postgresql");
+    let (v1, v2) = (
+        deb_field(&debs.old, "Version"),
+        deb_field(&debs.new, "Version"),
+    );
+    let newer = Command::new("dpkg")
+        .args(["--compare-versions", &v2, "gt", &v1])
+        .status()
+        .unwrap();
+    assert!(newer.success(), "{v2} is not newer than {v1}");
+}
+
+/// The files a package installs (`dpkg-deb -c`), without sizes, dates and the binary's
+/// architecture: two builds for two architectures must list the same.
+pub fn file_list(deb: &Path) -> Vec<String> {
+    let out = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(deb)
+        .output()
+        .unwrap();
+    let mut files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {}", fields[0], fields[1], fields[5..].join(" "))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+const PORTS: [u16; 3] = [8001, 8002, 8003];
+
+fn ports_listening(host: &Container) -> Vec<u16> {
+    let text = host.sh("ss -ltnH");
+    PORTS
+        .into_iter()
+        .filter(|p| text.contains(&format!("127.0.0.1:{p} ")))
+        .collect()
+}
+
+fn main_pids(host: &Container) -> Vec<String> {
+    PORTS
+        .iter()
+        .map(|p| {
+            host.sh(&format!(
+                "systemctl show -p MainPID --value shop@{p}.service"
+            ))
+            .trim()
+            .to_owned()
+        })
+        .collect()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A step of a long test and how long it took, printed as it ends (the cost of the
+/// emulated platforms is visible in the test output).
+pub struct Step(&'static str, Instant, Platform);
+
+impl Step {
+    pub fn start(platform: Platform, what: &'static str) -> Step {
+        Step(what, Instant::now(), platform)
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            eprintln!(
+                "  [{} {}] {}: {:.1} s",
+                self.2.suite,
+                self.2.arch,
+                self.0,
+                self.1.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The package's whole life on a real systemd host of `platform`.
+pub fn package_lifecycle(platform: Platform, debs: &Debs) {
+    let step = Step::start(platform, "boot the host");
+    let host = Container::boot(&Image::shop_host_on(platform), "shop-package");
+    host.copy_in(&debs.old, "/root/shop-old.deb", 0o644);
+    host.copy_in(&debs.new, "/root/shop-new.deb", 0o644);
+    drop(step);
+
+    // apt install ./shop.deb: three sockets listening, each instance serves.
+    let step = Step::start(platform, "install, three instances ready");
+    host.sh("cd /root && apt-get install -y -q ./shop-old.deb");
+    wait_until("the three sockets listen", Duration::from_secs(60), || {
+        ports_listening(&host).len() == 3
+    });
+    for port in PORTS {
+        let (status, body) = host.http_get(&format!("http://127.0.0.1:{port}/readyz"));
+        assert_eq!(
+            status,
+            200,
+            "instance {port}: {body}\n{}",
+            host.sh(&format!("journalctl -u shop@{port} --no-pager | tail -20"))
+        );
+    }
+    assert_eq!(
+        host.sh("stat -c '%U:%G %a' /etc/shop/shop.toml /etc/shop/secret /var/lib/shop"),
+        "root:shop 640\nroot:shop 640\nshop:shop 750\n"
+    );
+    assert!(host
+        .sh("systemctl is-enabled shop@8001.socket shop@8002.socket shop@8003.socket shop.target")
+        .lines()
+        .all(|l| l == "enabled"));
+    assert_eq!(
+        host.sh("dpkg --print-architecture; dpkg-query -W -f '${Architecture}\\n' shop"),
+        format!("{0}\n{0}\n", platform.arch),
+        "the host and the installed package are {}",
+        platform.arch
+    );
+    drop(step);
+
+    // systemctl start shop@8001 works.
+    host.sh("systemctl stop shop@8001.service && systemctl start shop@8001 && systemctl is-active shop@8001");
+
+    // A form rendered by one instance posts to another (the generated secret is shared).
+    let created = host.net_sh(
+        r#"curl -s -c jar http://127.0.0.1:8001/ > form.html
+        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        curl -s -o /dev/null -w '%{http_code}' -b jar --data "csrf_token=$token&idempotency_key=$key&name=Kept+item&quantity=3&description=survives+upgrades" http://127.0.0.1:8002/"#,
+    );
+    assert_eq!(created.trim(), "303", "a form from 8001 posted to 8002");
+
+    // Upgrade while requests flow: zero failures, instances restarted one after another.
+    let step = Step::start(platform, "upgrade under load");
+    let before = main_pids(&host);
+    let cursor = host
+        .sh("journalctl -n 0 --show-cursor --no-pager")
+        .lines()
+        .find_map(|l| l.strip_prefix("-- cursor: "))
+        .expect("a journal cursor")
+        .to_owned();
+    let urls = PORTS.map(|p| format!("http://127.0.0.1:{p}/items"));
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let load = host.start_request_loop(&urls, 3000, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
+    let (ok, bad, failures) = load.stop();
+    assert_eq!(bad, 0, "failed requests during the upgrade:\n{failures}");
+    assert!(ok >= 20, "the load ran through the upgrade ({ok} requests)");
+    eprintln!(
+        "  [{} {}] {ok} requests during the upgrade, 0 failed",
+        platform.suite, platform.arch
+    );
+    assert_eq!(
+        host.sh("dpkg-query -W -f '${Version}' shop"),
+        deb_field(&debs.new, "Version")
+    );
+    let after = main_pids(&host);
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(
+            b, a,
+            "every running instance was restarted: {before:?} → {after:?}"
+        );
+    }
+    assert_one_at_a_time(&host, &cursor);
+    assert!(
+        host.http_get("http://127.0.0.1:8003/items")
+            .1
+            .contains("Kept item"),
+        "data kept across the upgrade"
+    );
+    drop(step);
+
+    // apt remove: instances stopped, data and configuration kept.
+    let step = Step::start(platform, "remove, purge, reinstall");
+    host.sh("apt-get remove -y -q shop");
+    assert!(
+        ports_listening(&host).is_empty(),
+        "sockets closed after remove"
+    );
+    assert_eq!(
+        host.exec(&["systemctl", "is-active", "shop@8001.service"])
+            .stdout,
+        b"inactive\n"
+    );
+    host.sh(
+        "test -s /var/lib/shop/shop.db && test -f /etc/shop/shop.toml && test -s /etc/shop/secret",
+    );
+
+    // apt purge: configuration and data gone.
+    host.sh("apt-get purge -y -q shop");
+    host.sh("test ! -e /etc/shop && test ! -e /var/lib/shop");
+
+    // Reinstall after purge: serves again, from a fresh database.
+    host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
+    wait_until("the sockets listen again", Duration::from_secs(60), || {
+        ports_listening(&host).len() == 3
+    });
+    let (status, body) = host.http_get("http://127.0.0.1:8001/items");
+    assert_eq!(status, 200);
+    assert!(!body.contains("Kept item"), "purged data stays gone");
+    drop(step);
+}
+
+/// systemd's own journal lines show each instance stopped and started again before the
+/// next one is stopped.
+fn assert_one_at_a_time(host: &Container, cursor: &str) {
+    let journal = host.sh(&format!(
+        "journalctl -o json --no-pager _PID=1 --after-cursor='{cursor}'"
+    ));
+    let events: Vec<(String, String)> = journal
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|e| {
+            let message = e["MESSAGE"].as_str()?.to_owned();
+            let unit = e["UNIT"].as_str()?.to_owned();
+            if !(unit.starts_with("shop@") && unit.ends_with(".service")) {
+                return None;
+            }
+            // systemd 252: "Stopping shop@8001.service - shop instance 8001 …".
+            let kind = if message.starts_with("Stopping") {
+                "stop"
+            } else if message.starts_with("Started") {
+                "start"
+            } else {
+                return None;
+            };
+            Some((kind.to_owned(), unit))
+        })
+        .collect();
+    assert_eq!(events.len(), 6, "three stops and three starts: {events:?}");
+    for pair in events.chunks(2) {
+        assert_eq!(
+            (pair[0].0.as_str(), pair[1].0.as_str()),
+            ("stop", "start"),
+            "{events:?}"
+        );
+        assert_eq!(
+            pair[0].1, pair[1].1,
+            "an instance is back before the next one stops: {events:?}"
+        );
+    }
+}
