@@ -71,7 +71,7 @@ const BASE_PACKAGES: &[&str] = &[
 const SHOP_HOST_PACKAGES: &[&str] = &["libsqlite3-0", "nginx"];
 
 /// Bump when the steps below change, so that cached images are built again.
-const IMAGE_RECIPE: &str = "2";
+const IMAGE_RECIPE: &str = "3";
 
 /// Units of a minimal Debian that load credentials, which qemu-user cannot do
 /// (243/CREDENTIALS): under emulation they get an empty `LoadCredential=`.
@@ -85,6 +85,27 @@ const CREDENTIAL_UNITS: &[&str] = &[
     "systemd-firstboot",
     "systemd-tmpfiles-clean",
 ];
+
+/// What an emulated host's units must do without, and only there: qemu-user is itself
+/// multi-threaded, so the kernel refuses it a user namespace (shop's `PrivateUsers=yes`
+/// fails with 217/USER), and it cannot pass credentials. On a real arm64 machine (a Pi)
+/// the units run unchanged.
+fn emulation_dropins() -> Vec<(&'static str, &'static str)> {
+    let mut dropins: Vec<(&str, &str)> = CREDENTIAL_UNITS
+        .iter()
+        .map(|unit| {
+            (
+                *unit,
+                "# qemu-user cannot pass credentials (243/CREDENTIALS)\n[Service]\nLoadCredential=\n",
+            )
+        })
+        .collect();
+    dropins.push((
+        "shop@",
+        "# qemu-user cannot enter a user namespace (217/USER)\n[Service]\nPrivateUsers=no\n",
+    ));
+    dropins
+}
 
 /// Where images are kept between runs: outside the clone, since CI clones afresh.
 fn image_store() -> PathBuf {
@@ -155,14 +176,10 @@ impl Image {
             let _ = std::fs::remove_file(rootfs.join("etc/machine-id"));
             std::fs::write(rootfs.join("etc/machine-id"), "").unwrap();
             if platform.emulated() {
-                for unit in CREDENTIAL_UNITS {
+                for (unit, setting) in emulation_dropins() {
                     let dir = rootfs.join(format!("etc/systemd/system/{unit}.service.d"));
                     std::fs::create_dir_all(&dir).unwrap();
-                    std::fs::write(
-                        dir.join("qemu-user.conf"),
-                        "# qemu-user cannot pass credentials (243/CREDENTIALS)\n[Service]\nLoadCredential=\n",
-                    )
-                    .unwrap();
+                    std::fs::write(dir.join("qemu-user.conf"), setting).unwrap();
                 }
             }
             std::fs::write(&stamp, &recipe).unwrap();
