@@ -2,6 +2,7 @@
 //! a signal), `migrate`, and `check` (a diagnosis a person can act on).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,8 +10,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::config::{redact_url, Settings};
-use crate::db::{Store, StoreError};
-use crate::server::{self, ConnectionPolicy};
+use crate::db::{DbState, Store, StoreError};
+use crate::server::{self, ConnectionPolicy, Heartbeat};
 use crate::systemd::{self, Handover};
 use crate::web::{self, AppState, CsrfKey, Limits};
 
@@ -65,7 +66,9 @@ impl Run {
             "starting shop"
         );
         systemd::status("waiting for the database");
-        let store = connect_and_migrate(&settings).await?;
+        let store = Store::connect(&settings.database)
+            .with_context(|| format!("database {}", redact_url(settings.database.url.expose())))?;
+        first_contact(&store, &settings).await?;
         let state = AppState::new(store.clone(), csrf_key(&settings), &settings.instance)
             .context("loading templates")?;
         let activity = state.activity();
@@ -76,14 +79,19 @@ impl Run {
                 request_timeout: settings.server.request_timeout(),
             },
         );
-        let serving = format!(
-            "serving on {local}, database ok ({})",
-            store.backend().name()
-        );
+        let serving = format!("serving on {local}");
         tracing::info!("shop is serving at http://{local}/");
-        systemd::ready(&serving);
+        systemd::ready(&status_line(&serving, &store));
+        tokio::spawn(
+            store
+                .clone()
+                .watch_availability(settings.database.migrate_on_start)
+                .in_current_span(),
+        );
+        tokio::spawn(report_db_state(store.clone(), serving));
+        let heartbeat = Arc::new(Heartbeat::default());
         if let Some(interval) = watchdog {
-            tokio::spawn(watchdog_pings(store.clone(), interval, serving).in_current_span());
+            tokio::spawn(watchdog_pings(Arc::clone(&heartbeat), interval).in_current_span());
         }
         let idle_exit = match settings.server.idle_exit_after() {
             Some(after) if socket_activated => Some(after),
@@ -106,62 +114,76 @@ impl Run {
             keepalive_idle: settings.server.keepalive_idle(),
             shutdown_timeout: settings.server.shutdown_timeout(),
         };
-        server::serve(listener, app, policy, shutdown).await;
+        server::serve(listener, app, policy, shutdown, heartbeat).await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Send `WATCHDOG=1` every half interval, but only while the database answers: an
-/// instance that cannot reach it (or whose runtime is wedged) is restarted by systemd.
-async fn watchdog_pings(store: Store, interval: Duration, serving: String) {
+/// The status line `systemctl status` shows: where it serves and the database's state.
+fn status_line(serving: &str, store: &Store) -> String {
+    match store.db_state() {
+        DbState::Up => format!("{serving}, database ok ({})", store.backend().name()),
+        down => format!(
+            "{serving}, answering 503: database {} ({})",
+            down.describe(),
+            store.backend().name()
+        ),
+    }
+}
+
+/// Keep the status line in step with the database's state.
+async fn report_db_state(store: Store, serving: String) {
+    let mut changes = store.watch_db_state();
+    while changes.changed().await.is_ok() {
+        systemd::status(&status_line(&serving, &store));
+    }
+}
+
+/// Send `WATCHDOG=1` every half interval while this process is alive: this task got
+/// scheduled and the accept loop turned recently. The database plays no part: an outage
+/// is answered with 503s, and restarting would not bring the database back.
+async fn watchdog_pings(heartbeat: Arc<Heartbeat>, interval: Duration) {
     let period = interval / 2;
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = true;
     loop {
         ticks.tick().await;
-        let outcome = match tokio::time::timeout(period, store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", period.as_millis())),
-        };
-        match outcome {
-            Ok(()) => {
-                systemd::watchdog();
-                if !healthy {
-                    tracing::info!("database reachable again; watchdog pings resume");
-                    systemd::status(&serving);
-                }
-                healthy = true;
-            }
-            Err(e) => {
-                if healthy {
-                    tracing::warn!(error = %e, "database ping failed; withholding watchdog pings");
-                    systemd::status(&format!(
-                        "database unreachable ({e}); withholding watchdog pings"
-                    ));
-                }
-                healthy = false;
-            }
+        let age = heartbeat.age();
+        if age < period {
+            systemd::watchdog();
+        } else {
+            tracing::error!(
+                stalled_ms = age.as_millis() as u64,
+                "the accept loop has not turned for {:.1} s; withholding the watchdog ping",
+                age.as_secs_f64()
+            );
         }
     }
 }
 
-/// Connect and (unless configured not to) migrate, retrying while the database is
-/// unreachable for up to `database.startup_wait_secs`. Any other failure is final.
-async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<Store> {
+/// Reach the database before serving, for at most `database.startup_wait_secs`, and
+/// apply pending migrations (unless configured not to). A database that does not answer
+/// by then is no reason to wait longer: the instance serves (503 until the database comes,
+/// when the availability probe migrates and opens the gate). A database that answers with
+/// anything else (a wrong password, no such database, a failed migration) is fatal.
+async fn first_contact(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    let migrate = settings.database.migrate_on_start;
     let deadline = Instant::now() + Duration::from_secs(settings.database.startup_wait_secs);
-    let mut delay = Duration::from_millis(200);
     loop {
-        match try_connect_and_migrate(settings).await {
-            Ok(store) => return Ok(store),
-            Err(StoreError::Unavailable(e)) if Instant::now() + delay < deadline => {
-                systemd::status(&format!("waiting for the database: {e}"));
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        match store.reach(migrate).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "database not reachable yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(
+                    error = %e,
+                    "database not reachable: serving 503 until it answers"
+                );
+                return Ok(());
             }
             Err(e) => {
                 return Err(e).with_context(|| {
@@ -173,13 +195,7 @@ async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<Store> {
             }
         }
     }
-}
-
-async fn try_connect_and_migrate(settings: &Settings) -> Result<Store, StoreError> {
-    let store = Store::connect(&settings.database).await?;
-    if settings.database.migrate_on_start {
-        store.migrate().await?;
-    } else {
+    if !migrate {
         let state = store.migration_state().await?;
         if !state.is_current() {
             tracing::warn!(
@@ -188,7 +204,7 @@ async fn try_connect_and_migrate(settings: &Settings) -> Result<Store, StoreErro
             );
         }
     }
-    Ok(store)
+    Ok(())
 }
 
 fn csrf_key(settings: &Settings) -> CsrfKey {
@@ -205,7 +221,8 @@ fn csrf_key(settings: &Settings) -> CsrfKey {
 
 /// `shop migrate`.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let store = Store::connect(&settings.database).await.with_context(|| {
+    let store = Store::connect(&settings.database)?;
+    store.reach(false).await.with_context(|| {
         format!(
             "cannot connect to {}",
             redact_url(settings.database.url.expose())
@@ -242,11 +259,19 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
         "database:        {}",
         redact_url(settings.database.url.expose())
     );
-    match Store::connect(&settings.database).await {
+    let reached = match Store::connect(&settings.database) {
+        Ok(store) => store.reach(false).await.map(|()| store),
+        Err(e) => Err(e),
+    };
+    match reached {
         Err(e) => {
             ok = false;
-            println!("  reachable:     NO — {e}");
-            println!("  fix:           start the database or correct database.url");
+            println!(
+                "  reachable:     NO, at {} — {e}",
+                chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            println!("  fix:           start the database or correct database.url;");
+            println!("                 `systemctl status 'shop@*'` shows since when the instances miss it");
         }
         Ok(store) => {
             let version = store

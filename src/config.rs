@@ -271,9 +271,9 @@ idle_exit_after_secs = 0
 [database]
 url = "sqlite:shop.db"
 max_connections = 8
-acquire_timeout_secs = 3
+acquire_timeout_secs = 1
 migrate_on_start = true
-startup_wait_secs = 30
+startup_wait_secs = 1
 
 [security]
 secret = ""

@@ -3,7 +3,9 @@
 //! requests finish within a bound, and close idle keep-alive connections cleanly.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -22,6 +24,39 @@ use tracing::Instrument;
 /// request. Without it, a request already on its way would be cut off with no answer.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// How often the accept loop shows it turns, even with no connection to accept (well
+/// within the watchdog's half interval).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// When the accept loop last turned: the watchdog's proof that it is not wedged.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    fn beat(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long ago the accept loop last turned.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+}
+
 /// How connections are kept and ended.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionPolicy {
@@ -37,7 +72,10 @@ pub async fn serve(
     app: Router,
     policy: ConnectionPolicy,
     shutdown: impl Future<Output = ()>,
+    heartbeat: Arc<Heartbeat>,
 ) {
+    let mut beats = tokio::time::interval(HEARTBEAT_EVERY);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(policy.keepalive_idle)
@@ -57,6 +95,10 @@ pub async fn serve(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = beats.tick() => {
+                heartbeat.beat();
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let connection = serve_connection(stream, app.clone(), http.clone(), stop_signal.clone());

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use sqlx::migrate::Migrator;
 
 use super::queries::{self, run};
-use super::{Store, StoreError, StoreResult};
+use super::{Pool, Store, StoreError, StoreResult};
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,9 +29,9 @@ impl MigrationState {
 
 impl Store {
     fn migrator(&self) -> &'static Migrator {
-        match self {
-            Store::Postgres(_) => &POSTGRES,
-            Store::Sqlite(_) => &SQLITE,
+        match self.pool {
+            Pool::Postgres(_) => &POSTGRES,
+            Pool::Sqlite(_) => &SQLITE,
         }
     }
 
@@ -39,9 +39,9 @@ impl Store {
     /// lock (sqlx takes it); SQLite has none, so an exclusive `flock` on the database file
     /// does the same there (SQLite's own locks are `fcntl` locks and do not conflict).
     pub async fn migrate(&self) -> StoreResult<()> {
-        match self {
-            Store::Postgres(pool) => POSTGRES.run(pool).await?,
-            Store::Sqlite(pool) => {
+        match &self.pool {
+            Pool::Postgres(pool) => POSTGRES.run(pool).await?,
+            Pool::Sqlite(pool) => {
                 let path = {
                     let mut conn = pool.acquire().await?;
                     database_file(&mut conn).await?

@@ -1,10 +1,13 @@
 //! One `Store` that the handlers call, whichever database is behind it. The SQL of the
 //! PostgreSQL and SQLite halves stands side by side in `queries`, so a reader sees that
-//! they match; connecting and migrating live in `migrate`.
+//! they match; connecting and migrating live in `migrate`; whether the database answers
+//! (and what a failure means) in `availability`.
 
+mod availability;
 mod migrate;
 mod queries;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -14,6 +17,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::config::DatabaseSettings;
 use crate::items::{Item, ItemPage, ListQuery, NewItem};
+pub use availability::DbState;
+use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::run;
 
@@ -44,9 +49,15 @@ impl Backend {
     }
 }
 
-/// The item store, over a pool of either backend.
+/// The item store: a pool of either backend, and whether its database answers.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    pool: Pool,
+    availability: Arc<Availability>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
@@ -54,10 +65,10 @@ pub enum Store {
 /// What can go wrong talking to the database, sorted by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached now; try again later (503).
+    /// The database cannot serve now (unreachable, busy); try again later (503).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: a bug or a broken schema (500).
+    Unavailable(String),
+    /// Anything else: a bug, a missing privilege or a broken schema (500).
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -68,85 +79,155 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
-            StoreError::Unavailable(error)
-        } else {
-            StoreError::Other(error)
+        match classify(&error) {
+            Failure::Unreachable | Failure::Busy => StoreError::Unavailable(error.to_string()),
+            Failure::Other => StoreError::Other(error),
         }
     }
 }
 
-/// Connection trouble, a server shutting down or a busy SQLite file: worth a retry, not a bug.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    use sqlx::Error::*;
-    match error {
-        PoolTimedOut | PoolClosed | Io(_) | Tls(_) | Protocol(_) | WorkerCrashed => true,
-        Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: 08xxx connection exception, 57P0x shutdown/restart, 53300 too many
-            // connections. SQLite: 5 (SQLITE_BUSY), 6 (SQLITE_LOCKED) and their extended codes.
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code == "53300"
-                || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
-        }
-        _ => false,
-    }
-}
+/// How often the probe checks a database that answers (to notice an outage with no
+/// traffic), and one that does not (to notice its return).
+const PROBE_WHILE_UP: Duration = Duration::from_secs(5);
+const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl Store {
-    /// Connect a pool for `settings.database.url`. Creates the SQLite file if needed.
-    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
+    /// A pool for `settings.database.url`, without connecting: the first query (or
+    /// `Store::reach`) does. Creates the SQLite file when it first connects.
+    pub fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
         let url = settings.url.expose();
         let acquire_timeout = Duration::from_secs(settings.acquire_timeout_secs);
-        match Backend::from_url(url).map_err(StoreError::Config)? {
+        let pool = match Backend::from_url(url).map_err(StoreError::Config)? {
             Backend::Postgres => {
                 let options: PgConnectOptions = url.parse()?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options.application_name("shop"))
-                    .await?;
-                Ok(Store::Postgres(pool))
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(acquire_timeout)
+                        .connect_lazy_with(options.application_name("shop")),
+                )
             }
             Backend::Sqlite => {
                 let options: SqliteConnectOptions = url.parse()?;
                 let options = options
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .busy_timeout(acquire_timeout)
+                    // Writers of other instances queue on the file: give them time.
+                    .busy_timeout(acquire_timeout.max(Duration::from_secs(5)))
                     .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options)
-                    .await?;
-                Ok(Store::Sqlite(pool))
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(settings.max_connections)
+                        .acquire_timeout(acquire_timeout)
+                        .connect_lazy_with(options),
+                )
+            }
+        };
+        Ok(Store {
+            pool,
+            availability: Arc::new(Availability::starting()),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Whether the database answers, as this process last saw it.
+    pub fn db_state(&self) -> DbState {
+        self.availability.current()
+    }
+
+    /// Changes of `db_state`, for the status line.
+    pub fn watch_db_state(&self) -> tokio::sync::watch::Receiver<DbState> {
+        self.availability.subscribe()
+    }
+
+    /// Refuse at once while the database is known to be down (used by `run!`).
+    fn gate(&self) -> StoreResult<()> {
+        match self.availability.current() {
+            DbState::Up => Ok(()),
+            down => Err(StoreError::Unavailable(down.describe())),
+        }
+    }
+
+    /// Turn a query's error into ours, marking the database down when it was lost.
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        if classify(&error) == Failure::Unreachable {
+            self.availability.mark_down(&error.to_string());
+        }
+        StoreError::from(error)
+    }
+
+    /// Reach the database and (with `migrate`) apply pending migrations; on success the
+    /// store is up. Not gated: this is how a store that is down comes back.
+    pub async fn reach(&self, migrate: bool) -> StoreResult<()> {
+        let result = async {
+            self.ping().await?;
+            if migrate {
+                self.migrate().await?;
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => self.availability.mark_up(),
+            Err(StoreError::Unavailable(why)) => self.availability.mark_down(why),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Keep `db_state` true for as long as the process runs: while the database answers,
+    /// check it every few seconds; while it does not, try every quarter second and, once
+    /// it answers, apply pending migrations (with `migrate`) before serving again.
+    pub async fn watch_availability(self, migrate: bool) {
+        loop {
+            if self.availability.is_up() {
+                tokio::time::sleep(PROBE_WHILE_UP).await;
+                if let Err(StoreError::Unavailable(why)) = self.ping().await {
+                    self.availability.mark_down(&why);
+                }
+            } else {
+                tokio::time::sleep(PROBE_WHILE_DOWN).await;
+                match self.reach(migrate).await {
+                    Ok(()) | Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the database answers but cannot be used; retrying");
+                        self.availability.mark_down(&e.to_string());
+                        tokio::time::sleep(PROBE_WHILE_UP).await;
+                    }
+                }
             }
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        match self {
-            Store::Postgres(_) => Backend::Postgres,
-            Store::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-
-    /// A round trip to the database.
+    /// A round trip to the database (not gated: the probe uses it).
     pub async fn ping(&self) -> StoreResult<()> {
-        run!(self, queries::PING, execute)?;
-        Ok(())
+        let result = match &self.pool {
+            Pool::Postgres(pool) => sqlx::query(queries::PING.postgres)
+                .execute(pool)
+                .await
+                .map(drop),
+            Pool::Sqlite(pool) => sqlx::query(queries::PING.sqlite)
+                .execute(pool)
+                .await
+                .map(drop),
+        };
+        Ok(result?)
     }
 
     /// The server's own description of itself, e.g. "PostgreSQL 15.8 …" or "SQLite 3.46.0".
     pub async fn server_version(&self) -> StoreResult<String> {
         let (version,): (String,) = run!(self, as queries::VERSION, fetch_one)?;
-        Ok(match self {
-            Store::Postgres(_) => version,
-            Store::Sqlite(_) => format!("SQLite {version}"),
+        Ok(match self.pool {
+            Pool::Postgres(_) => version,
+            Pool::Sqlite(_) => format!("SQLite {version}"),
         })
     }
 
@@ -210,9 +291,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Postgres(pool) => pool.close().await,
-            Store::Sqlite(pool) => pool.close().await,
+        match &self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
         }
     }
 }

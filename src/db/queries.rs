@@ -78,25 +78,38 @@ pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
 
 /// Run a statement on the store's pool: `run!(store, SQL, execute, args…)` for a plain
 /// statement (gives the number of rows affected), `run!(store, as SQL, fetch_one, args…)`
-/// to map rows with `FromRow`.
+/// to map rows with `FromRow`. While the database is known to be down it answers
+/// `StoreError::Unavailable` at once; a lost connection marks it down.
 macro_rules! run {
     ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {{
         let store: &$crate::db::Store = $store;
-        let sql = $sql.for_backend(store.backend());
-        match store {
-            $crate::db::Store::Postgres(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
-            $crate::db::Store::Sqlite(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
+        match store.gate() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let sql = $sql.for_backend(store.backend());
+                let result = match &store.pool {
+                    $crate::db::Pool::Postgres(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
+                    $crate::db::Pool::Sqlite(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
+                };
+                result.map_err(|e| store.failed(e))
+            }
         }
     }};
     ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {{
         let store: &$crate::db::Store = $store;
-        let sql = $sql.for_backend(store.backend());
-        match store {
-            $crate::db::Store::Postgres(pool) => {
-                sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
-            }
-            $crate::db::Store::Sqlite(pool) => {
-                sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+        match store.gate() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let sql = $sql.for_backend(store.backend());
+                let result = match &store.pool {
+                    $crate::db::Pool::Postgres(pool) => {
+                        sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+                    }
+                    $crate::db::Pool::Sqlite(pool) => {
+                        sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+                    }
+                };
+                result.map_err(|e| store.failed(e))
             }
         }
     }};

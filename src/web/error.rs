@@ -59,6 +59,9 @@ impl From<tera::Error> for AppError {
     }
 }
 
+/// What a 503 asks clients to wait before trying again, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
 /// What the person is told, attached to an error response for `render_errors` to render.
 #[derive(Debug, Clone)]
 pub struct ErrorReport {
@@ -89,12 +92,21 @@ impl IntoResponse for AppError {
             ),
             AppError::Rejected(status, why) => (status, why, BTreeMap::new()),
             AppError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "database unavailable");
-                (
+                // The outage itself is logged once, when the store loses the database.
+                tracing::debug!(error = %detail, "database unavailable");
+                let mut response = (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    default_message(StatusCode::SERVICE_UNAVAILABLE).to_owned(),
-                    BTreeMap::new(),
+                    [(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_static(RETRY_AFTER_SECS),
+                    )],
                 )
+                    .into_response();
+                response.extensions_mut().insert(ErrorReport {
+                    message: default_message(StatusCode::SERVICE_UNAVAILABLE).to_owned(),
+                    fields: BTreeMap::new(),
+                });
+                return response;
             }
             AppError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");

@@ -14,7 +14,7 @@ pub async fn live() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when the database is reachable and migrated, 503 with the reason
-/// otherwise.
+/// otherwise (at once, without touching the pool, while the database is known to be down).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let not_ready = |reason: String| {
         (
@@ -22,6 +22,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({ "status": "not ready", "reason": reason })),
         )
     };
+    let db = state.store.db_state();
+    if !db.is_up() {
+        return not_ready(format!("database {}", db.describe()));
+    }
     match state.store.migration_state().await {
         Err(e) => not_ready(format!("database unreachable: {e}")),
         Ok(migrations) if !migrations.is_current() => not_ready(format!(

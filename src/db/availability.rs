@@ -1,0 +1,232 @@
+//! Whether the database answers, as this process last saw it: one state shared by every
+//! request, consulted before touching the pool (so during an outage a request is answered
+//! 503 at once instead of waiting for the pool), marked down by a query that lost its
+//! connection, and marked up again by the background probe in `Store::watch_availability`.
+//! Which errors mean "the database is unreachable" is decided here too, per backend.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+/// The database as this process sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbState {
+    Up,
+    Down {
+        since: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+impl DbState {
+    pub fn is_up(&self) -> bool {
+        matches!(self, DbState::Up)
+    }
+
+    /// "unreachable since 2026-11-23 15:40:02 UTC (38 s): connection refused".
+    pub fn describe(&self) -> String {
+        match self {
+            DbState::Up => "reachable".to_owned(),
+            DbState::Down { since, reason } => {
+                let seconds = (Utc::now() - *since).num_seconds().max(0);
+                format!(
+                    "unreachable since {} ({seconds} s): {reason}",
+                    since.format("%Y-%m-%d %H:%M:%S UTC")
+                )
+            }
+        }
+    }
+}
+
+/// The shared state, with change notification for the probe and the status line.
+#[derive(Debug)]
+pub struct Availability(watch::Sender<DbState>);
+
+impl Availability {
+    /// A store that has not reached its database yet.
+    pub fn starting() -> Availability {
+        Availability(watch::Sender::new(DbState::Down {
+            since: Utc::now(),
+            reason: "not connected yet".to_owned(),
+        }))
+    }
+
+    pub fn current(&self) -> DbState {
+        self.0.borrow().clone()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.borrow().is_up()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<DbState> {
+        self.0.subscribe()
+    }
+
+    /// The database was lost (or is still missing: then only the reason is updated).
+    pub fn mark_down(&self, reason: &str) {
+        self.0.send_if_modified(|state| match state {
+            DbState::Up => {
+                tracing::warn!(
+                    error = reason,
+                    "database unavailable: answering 503 until it is back"
+                );
+                *state = DbState::Down {
+                    since: Utc::now(),
+                    reason: reason.to_owned(),
+                };
+                true
+            }
+            DbState::Down { reason: old, .. } if old != reason => {
+                *old = reason.to_owned();
+                true
+            }
+            DbState::Down { .. } => false,
+        });
+    }
+
+    /// The database answers (and is migrated).
+    pub fn mark_up(&self) {
+        self.0.send_if_modified(|state| match state {
+            DbState::Up => false,
+            DbState::Down { since, .. } => {
+                let after = (Utc::now() - *since).to_std().unwrap_or(Duration::ZERO);
+                tracing::info!(
+                    down_ms = after.as_millis() as u64,
+                    "database reachable again after {:.1} s: serving",
+                    after.as_secs_f64()
+                );
+                *state = DbState::Up;
+                true
+            }
+        });
+    }
+}
+
+/// What an error says about the database, and so what a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached: 503, and every other request gets 503 at once
+    /// until the probe reaches it again.
+    Unreachable,
+    /// It answers but cannot serve this now (busy, full, too many connections): 503.
+    Busy,
+    /// Anything else (a bug, a missing privilege, a broken schema): 500.
+    Other,
+}
+
+/// Sort a sqlx error. Database errors are judged by their own backend's codes: a
+/// PostgreSQL SQLSTATE and an SQLite result code can look alike (42501, insufficient
+/// privilege, ends in the byte of SQLITE_BUSY).
+pub fn classify(error: &sqlx::Error) -> Failure {
+    use sqlx::Error::*;
+    match error {
+        PoolTimedOut | Io(_) | Tls(_) | Protocol(_) | WorkerCrashed => Failure::Unreachable,
+        // The pool is closed only at shutdown.
+        PoolClosed => Failure::Busy,
+        Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                postgres_failure(&code)
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite_failure(&code)
+            } else {
+                Failure::Other
+            }
+        }
+        _ => Failure::Other,
+    }
+}
+
+/// A PostgreSQL SQLSTATE: class 08 (connection exception) and 57P01–57P03 (the server
+/// shutting down, crashed or starting) mean unreachable; class 53 (insufficient
+/// resources: disk full, out of memory, too many connections) and 57014 (a statement
+/// cancelled) mean busy.
+pub fn postgres_failure(sqlstate: &str) -> Failure {
+    match sqlstate {
+        s if s.starts_with("08") => Failure::Unreachable,
+        "57P01" | "57P02" | "57P03" => Failure::Unreachable,
+        s if s.starts_with("53") => Failure::Busy,
+        "57014" => Failure::Busy,
+        _ => Failure::Other,
+    }
+}
+
+/// An SQLite (extended) result code: SQLITE_BUSY (5), SQLITE_LOCKED (6) and SQLITE_FULL
+/// (13), with their extended codes, mean busy; the file is local, so never unreachable.
+pub fn sqlite_failure(code: &str) -> Failure {
+    match code.parse::<i32>() {
+        Ok(c) if matches!(c & 0xff, 5 | 6 | 13) => Failure::Busy,
+        _ => Failure::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_codes_are_judged_by_postgres_rules() {
+        for (code, expected) in [
+            ("08001", Failure::Unreachable), // cannot connect now
+            ("08006", Failure::Unreachable), // connection failure
+            ("57P01", Failure::Unreachable), // admin shutdown (systemctl stop postgresql)
+            ("57P03", Failure::Unreachable), // the database system is starting up
+            ("53300", Failure::Busy),        // too many connections
+            ("53100", Failure::Busy),        // disk full
+            ("42501", Failure::Other),       // insufficient privilege: a missing GRANT
+            ("42P01", Failure::Other),       // undefined table
+            ("23505", Failure::Other),       // unique violation
+            ("28P01", Failure::Other),       // wrong password
+            ("3D000", Failure::Other),       // no such database
+        ] {
+            assert_eq!(postgres_failure(code), expected, "SQLSTATE {code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes_are_judged_by_sqlite_rules() {
+        for (code, expected) in [
+            ("5", Failure::Busy),     // SQLITE_BUSY
+            ("517", Failure::Busy),   // SQLITE_BUSY_SNAPSHOT
+            ("6", Failure::Busy),     // SQLITE_LOCKED
+            ("13", Failure::Busy),    // SQLITE_FULL
+            ("2067", Failure::Other), // SQLITE_CONSTRAINT_UNIQUE
+            ("1", Failure::Other),    // SQLITE_ERROR (no such table, …)
+            ("8", Failure::Other),    // SQLITE_READONLY
+        ] {
+            assert_eq!(sqlite_failure(code), expected, "result code {code}");
+        }
+    }
+
+    #[test]
+    fn the_state_goes_down_once_and_back_up() {
+        let availability = Availability::starting();
+        assert!(!availability.is_up());
+        availability.mark_up();
+        assert!(availability.is_up());
+        availability.mark_down("connection refused");
+        let DbState::Down { since, .. } = availability.current() else {
+            panic!("down")
+        };
+        availability.mark_down("still refused");
+        match availability.current() {
+            DbState::Down {
+                since: again,
+                reason,
+            } => {
+                assert_eq!(again, since, "the outage keeps its start");
+                assert_eq!(reason, "still refused");
+            }
+            DbState::Up => panic!("down"),
+        }
+        assert!(availability
+            .current()
+            .describe()
+            .starts_with("unreachable since "));
+    }
+}
