@@ -1,12 +1,15 @@
 //! The Ansible playbook: syntax and ansible-lint, the templates for a multi-host inventory,
 //! and a real deployment onto a Debian 12 host with systemd as PID 1: a fresh host to a
 //! working shop behind nginx on PostgreSQL, a second run that changes nothing, a clean
-//! `--check --diff`, and a newer package deployed under load with no failed request.
+//! `--check --diff`, a newer package deployed under load with no failed request, and a
+//! 95-second PostgreSQL outage under load with every request answered and no restart.
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::ansible::{ansible, deploy, deploy_fresh_host, repo, said};
-use common::container::Platform;
+use common::container::{unix_now, Answer, Answers, Container, Platform};
 use common::deb::Debs;
 
 #[test]
@@ -111,9 +114,126 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     // A newer package while requests flow through nginx.
     let load = host.start_request_loop(&["http://127.0.0.1/items"], 4000, 20);
     assert!(deploy(host, home, &debs.new, &[]) > 0);
-    let (ok, bad, failures) = load.stop();
-    assert_eq!(bad, 0, "failed requests during the upgrade:\n{failures}");
+    let answers = load.stop();
+    let (ok, failures) = (answers.ok(), answers.failures());
+    assert!(
+        failures.is_empty(),
+        "failed requests during the upgrade: {failures:#?}"
+    );
     assert!(ok >= 50, "the load ran through the upgrade ({ok} requests)");
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
+
+    database_outage_under_load(host);
+}
+
+/// How fast every answer must come while the database is away (see tests/resilience.rs).
+const OUTAGE_BOUND_SECS: f64 = 1.5;
+/// How long PostgreSQL stays stopped: longer than the watchdog (30 s) and than systemd's
+/// start-limit window (10 s), so that a restart loop would show.
+const OUTAGE: Duration = Duration::from_secs(95);
+
+/// PostgreSQL stopped for 95 s under load through nginx, on the deployed host: every
+/// request answered (503 for pages, 200 for /healthz) within the bound, no restart, no
+/// failed unit, every instance ready within 5 s of the database's return, and every item
+/// acknowledged before the outage still there.
+fn database_outage_under_load(host: &Container) {
+    let acknowledged = host.net_sh(
+        r#"n=0; for i in $(seq 1 20); do
+             code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+               -d "{\"name\":\"before outage $i\",\"quantity\":$i,\"description\":\"kept\"}" http://127.0.0.1/api/items)
+             [ "$code" = 201 ] && n=$((n+1))
+           done; echo $n"#,
+    );
+    let acknowledged: u32 = acknowledged.trim().parse().unwrap();
+    assert_eq!(acknowledged, 20, "items created before the outage");
+    let restarts_before = restarts(host);
+
+    let urls = ["http://127.0.0.1/items", "http://127.0.0.1/healthz"];
+    let loads: Vec<_> = (0..4)
+        .map(|_| host.start_request_loop(&urls, 20_000, 50))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped_at = unix_now();
+    host.sh("systemctl stop postgresql");
+    let stopped = Instant::now();
+    std::thread::sleep(OUTAGE.saturating_sub(stopped.elapsed()));
+    let restarted_at = unix_now();
+    host.sh("systemctl start postgresql");
+    let back = Instant::now();
+    let mut ready_after = Vec::new();
+    for port in [8001, 8002, 8003] {
+        while host.http_get(&format!("http://127.0.0.1:{port}/readyz")).0 != 200 {
+            assert!(
+                back.elapsed() < Duration::from_secs(15),
+                "instance {port} not ready again"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ready_after.push(back.elapsed());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let answers = loads
+        .into_iter()
+        .map(|l| l.stop())
+        .fold(Answers::default(), Answers::merge);
+
+    let during: Vec<&Answer> = answers
+        .0
+        .iter()
+        .filter(|a| a.started > stopped_at + 0.5 && a.started + a.seconds < restarted_at)
+        .collect();
+    let slowest = during.iter().map(|a| a.seconds).fold(0.0, f64::max);
+    let unanswered: Vec<&Answer> = answers
+        .0
+        .iter()
+        .filter(|a| !matches!(a.status, 200 | 503))
+        .collect();
+    let wrong_during: Vec<&&Answer> = during
+        .iter()
+        .filter(|a| {
+            a.status
+                != if a.url.ends_with("/healthz") {
+                    200
+                } else {
+                    503
+                }
+        })
+        .collect();
+    eprintln!(
+        "  outage of {:.0} s: {} requests in all, {} during it (slowest {:.3} s), instances ready {:?} after the database",
+        restarted_at - stopped_at,
+        answers.0.len(),
+        during.len(),
+        slowest,
+        ready_after
+    );
+    assert!(
+        unanswered.is_empty(),
+        "requests without an answer, or 502/504: {unanswered:#?}"
+    );
+    assert!(
+        wrong_during.is_empty(),
+        "during the outage: 503 for pages, 200 for /healthz: {:#?}",
+        &wrong_during[..wrong_during.len().min(10)]
+    );
+    assert!(during.len() > 1000, "the load ran through the outage");
+    assert!(
+        slowest <= OUTAGE_BOUND_SECS,
+        "every answer within {OUTAGE_BOUND_SECS} s; slowest {slowest:.3} s"
+    );
+    assert!(
+        ready_after.iter().all(|d| *d <= Duration::from_secs(5)),
+        "ready within 5 s of the database: {ready_after:?}"
+    );
+    assert_eq!(restarts(host), restarts_before, "no instance restarted");
+    let failed = host.sh("systemctl list-units --failed --plain --no-legend");
+    assert!(failed.trim().is_empty(), "failed units: {failed}");
+    let kept = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name LIKE 'before outage %' AND description = 'kept'\"");
+    assert_eq!(kept.trim(), "20", "every acknowledged item is still there");
+}
+
+/// systemd's automatic restarts of the three instances (NRestarts), and their PIDs.
+fn restarts(host: &Container) -> String {
+    host.sh("systemctl show -p NRestarts -p MainPID shop@8001.service shop@8002.service shop@8003.service")
 }

@@ -435,23 +435,75 @@ pub struct RequestLoop {
     stop_file: tempfile::TempPath,
 }
 
+/// One request of a loop: when it started (Unix time, s), its status (0: no answer) and
+/// how long it took (s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub started: f64,
+    pub status: u16,
+    pub seconds: f64,
+    pub url: String,
+}
+
+/// Everything a loop asked and got.
+#[derive(Debug, Clone, Default)]
+pub struct Answers(pub Vec<Answer>);
+
+impl Answers {
+    /// How many got 200.
+    pub fn ok(&self) -> usize {
+        self.0.iter().filter(|a| a.status == 200).count()
+    }
+
+    /// Those that did not get 200, a line each.
+    pub fn failures(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|a| a.status != 200)
+            .map(|a| format!("{} → {} in {:.3} s", a.url, a.status, a.seconds))
+            .collect()
+    }
+
+    /// Add another loop's answers.
+    pub fn merge(mut self, other: Answers) -> Answers {
+        self.0.extend(other.0);
+        self
+    }
+}
+
 impl RequestLoop {
-    /// Wait for the loop to end: how many requests got 200, how many did not, and a line
-    /// for each failure.
-    pub fn finish(self) -> (u32, u32, String) {
+    /// Wait for the loop to end; what it got.
+    pub fn finish(self) -> Answers {
         let out = self.child.wait_with_output().unwrap();
-        let counts = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut numbers = counts.split_whitespace().map(|n| n.parse().unwrap_or(0));
-        let (ok, bad) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-        (ok, bad, String::from_utf8_lossy(&out.stderr).into_owned())
+        let answers = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some(Answer {
+                    started: fields.next()?.parse().ok()?,
+                    status: fields.next()?.parse().ok()?,
+                    seconds: fields.next()?.parse().ok()?,
+                    url: fields.next()?.to_owned(),
+                })
+            })
+            .collect();
+        Answers(answers)
     }
 
     /// End the loop after the request under way (for loops that must cover a step of
     /// unknown length, such as an upgrade under emulation), then as `finish`.
-    pub fn stop(self) -> (u32, u32, String) {
+    pub fn stop(self) -> Answers {
         std::fs::write(&self.stop_file, "stop").unwrap();
         self.finish()
     }
+}
+
+/// Now, as Unix time in seconds (the clock the loops' `started` uses).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 impl Container {
@@ -460,15 +512,15 @@ impl Container {
         let stop_file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         std::fs::remove_file(&stop_file).unwrap();
         let script = format!(
-            r#"urls=({urls}); ok=0; bad=0
+            r#"urls=({urls})
             for i in $(seq 1 {requests}); do
               [ -e '{stop}' ] && break
               url=${{urls[$((i % ${{#urls[@]}}))]}}
-              code=$(curl -s -o /dev/null -m 10 -w '%{{http_code}}' "$url")
-              if [ "$code" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "request $i to $url: $code" >&2; fi
+              started=$EPOCHREALTIME
+              answer=$(curl -s -o /dev/null -m 10 -w '%{{http_code}} %{{time_total}}' "$url")
+              echo "$started $answer $url"
               sleep {pause}
-            done
-            echo "$ok $bad""#,
+            done"#,
             urls = urls.join(" "),
             stop = stop_file.display(),
             pause = f64::from(pause_ms) / 1000.0,
@@ -477,7 +529,7 @@ impl Container {
             .in_network("bash")
             .args(["-c", &script])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         RequestLoop { child, stop_file }
