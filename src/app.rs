@@ -13,7 +13,7 @@ use crate::config::{redact_url, Settings};
 use crate::db::{DbState, Store, StoreError};
 use crate::server::{self, ConnectionPolicy, Heartbeat};
 use crate::systemd::{self, Handover};
-use crate::web::{self, AppState, CsrfKey, Limits};
+use crate::web::{self, AppState, CsrfKey, Limits, Metrics};
 
 /// `shop serve`: on the socket systemd passed, or on `server.listen`.
 pub async fn serve(mut settings: Settings, handover: Handover) -> anyhow::Result<()> {
@@ -59,18 +59,32 @@ impl Run {
             watchdog,
         } = self;
         let local = listener.local_addr()?;
+        let socket = if socket_activated {
+            "passed by systemd"
+        } else {
+            "bound by shop"
+        };
+        let database = redact_url(settings.database.url.expose());
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            database = %redact_url(settings.database.url.expose()),
-            socket = if socket_activated { "passed by systemd" } else { "bound by shop" },
-            "starting shop"
+            database = %database,
+            socket,
+            "starting shop {} on {local} (socket {socket}), database {database}",
+            env!("CARGO_PKG_VERSION")
         );
         systemd::status("waiting for the database");
         let store = Store::connect(&settings.database)
             .with_context(|| format!("database {}", redact_url(settings.database.url.expose())))?;
         first_contact(&store, &settings).await?;
-        let state = AppState::new(store.clone(), csrf_key(&settings), &settings.instance)
-            .context("loading templates")?;
+        let metrics = Metrics::install(&settings.instance)
+            .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+        let state = AppState::new(
+            store.clone(),
+            csrf_key(&settings),
+            &settings.instance,
+            metrics,
+        )
+        .context("loading templates")?;
         let activity = state.activity();
         let app = web::router(
             state,

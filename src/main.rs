@@ -53,8 +53,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let logging = matches!(command, Command::Serve);
     let outcome = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => {
                 telemetry::init(&settings.log.level);
                 app::serve(settings, handover).await.map(|()| true)
@@ -66,8 +68,12 @@ fn main() -> ExitCode {
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // Once: in the log when `serve` has one (under systemd stderr is the journal too).
+        Err(e) if logging => {
+            tracing::error!("shop stopped: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("shop: {e:#}");
             ExitCode::FAILURE
         }

@@ -193,5 +193,5 @@ pub async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = name, "shutdown requested");
+    tracing::info!(signal = name, "shutdown requested ({name})");
 }

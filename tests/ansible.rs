@@ -98,13 +98,21 @@ fn the_templates_serve_one_host_and_several() {
         file("shop.toml-app1").contains("@10.0.0.20/shop"),
         "app hosts reach the database host over TCP"
     );
+    assert!(
+        file("prometheus-web1.yml").contains(
+            r#"- targets: ["10.0.0.11:8001", "10.0.0.11:8002", "10.0.0.11:8003", "10.0.0.12:8001", "10.0.0.12:8002"]"#
+        ),
+        "a monitoring host scrapes every instance of every app host:\n{}",
+        file("prometheus-web1.yml")
+    );
 }
 
 #[test]
 fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     let debs = Debs::amd64();
-    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old);
+    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, true);
     let (host, home) = (&deployed.host, deployed.home.path());
+    prometheus_scrapes_the_instances(host);
     assert_eq!(
         deploy(host, home, &debs.old, &["--check", "--diff"]),
         0,
@@ -125,6 +133,37 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
 
     database_outage_under_load(host);
+}
+
+/// The monitoring option: Debian's Prometheus on the host scrapes the three instances
+/// (and the node exporter), and nginx keeps /metrics private.
+fn prometheus_scrapes_the_instances(host: &Container) {
+    assert_eq!(host.http_get("http://127.0.0.1/metrics").0, 403);
+    assert_eq!(host.http_get("http://127.0.0.1:8001/metrics").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = host.http_get("http://127.0.0.1:9090/api/v1/targets?state=active");
+        let targets: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let up: Vec<String> = targets["data"]["activeTargets"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|t| t["health"] == "up")
+                    .map(|t| format!("{} {}", t["labels"]["job"], t["labels"]["instance"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shop_up = up.iter().filter(|t| t.starts_with("\"shop\"")).count();
+        let node_up = up.iter().any(|t| t.starts_with("\"node\""));
+        if shop_up == 3 && node_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scrapes the three instances and the node exporter: {up:?}\n{body}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// How fast every answer must come while the database is away (see tests/resilience.rs).

@@ -392,3 +392,78 @@ async fn a_database_restart_gives_503s_then_serves_again_without_restarts() {
     assert_eq!(pids, now, "no instance was restarted");
     assert_writes_exact(&report, &stored_names(&cluster, "outage"));
 }
+
+/// A real Prometheus scrapes the three instances and sees each one's request rate after a
+/// bounded load through nginx; promtool accepts the exposition; nginx refuses /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_every_instance_and_nginx_keeps_metrics_private() {
+    let db = common::TestDb::new(common::Backend::Postgres);
+    let site = Deployment::start(&db.url);
+    let http = client();
+
+    assert_eq!(
+        common::status_of(http.get(format!("{}/metrics", site.url))).await,
+        403,
+        "nginx refuses /metrics from outside"
+    );
+    let direct = format!("http://127.0.0.1:{}/metrics", site.ports[0]);
+    let healthz = direct.replace("/metrics", "/healthz");
+    assert_eq!(common::status_of(http.get(&healthz)).await, 200);
+    let response = http.get(&direct).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "an instance answers /metrics itself"
+    );
+    let exposition = response.text().await.unwrap();
+    for name in [
+        "shop_http_requests_total",
+        "shop_http_request_duration_seconds_bucket",
+        "shop_http_requests_in_flight",
+        "shop_db_pool_connections",
+        "shop_db_pool_idle_connections",
+        "shop_db_up 1",
+        "shop_build_info{",
+    ] {
+        assert!(exposition.contains(name), "{name} in:\n{exposition}");
+    }
+    common::prometheus::promtool_check_metrics(&exposition)
+        .unwrap_or_else(|e| panic!("promtool check metrics:\n{e}\n{exposition}"));
+
+    let prometheus = common::prometheus::Prometheus::scraping(&site.ports);
+    let added = common::add_item(site.shops[0].as_ref().unwrap(), "metered", "1", "x").await;
+    assert_eq!(added.status(), 303);
+    for i in 0..300 {
+        let path = if i % 3 == 0 { "/items/1" } else { "/items" };
+        let _ = http
+            .get(format!("{}{path}", site.url))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rates = prometheus.query("sum by (instance) (rate(shop_http_requests_total[20s]))");
+    assert_eq!(
+        rates.len(),
+        3,
+        "a rate for each instance: {rates:?}\n{}",
+        prometheus.log()
+    );
+    assert!(
+        rates.iter().all(|(_, rate)| *rate > 0.0),
+        "non-zero everywhere: {rates:?}"
+    );
+    let routes = prometheus.query("sum by (route) (shop_http_requests_total)");
+    let routes: HashSet<String> = routes
+        .iter()
+        .map(|(labels, _)| labels["route"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        routes.contains("/items/{id}") && !routes.iter().any(|r| r.contains("/items/1")),
+        "route templates, never raw paths: {routes:?}"
+    );
+    let created = prometheus.query("sum(shop_items_created_total)");
+    assert_eq!(created.len(), 1, "items created: {created:?}");
+    assert!(created[0].1 >= 1.0, "{created:?}");
+}

@@ -37,11 +37,11 @@ fn arm64_package_lifecycle_on_an_arm64_systemd_host() {
 #[test]
 #[ignore = "arm64 under qemu, minutes: run by tests/run"]
 fn arm64_package_deployed_by_ansible_on_an_arm64_host() {
-    deploy_fresh_host(Platform::BOOKWORM_ARM64, &Debs::arm64().new);
+    deploy_fresh_host(Platform::BOOKWORM_ARM64, &Debs::arm64().new, false);
 }
 
 #[test]
 #[ignore = "a Debian 13 host, minutes: run by tests/run"]
 fn debian13_host_deployed_by_ansible() {
-    deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new);
+    deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new, false);
 }

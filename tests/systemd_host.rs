@@ -92,9 +92,26 @@ fn shop_under_real_systemd() {
                         && entry["INSTANCE"] == "8001"
                         && entry["REQUEST_ID"].is_string()
                         && entry["LATENCY_MS"].is_string()
-                        && entry["MESSAGE"] == "request"
+                        && entry["ROUTE"] == "/items"
+                        // tracing-journald's priority for INFO: 5 (notice)
+                        && entry["PRIORITY"] == "5"
+                        && entry["MESSAGE"].as_str().is_some_and(|m| {
+                            m.starts_with("GET /items 200 ") && m.contains(" ms (request ")
+                        })
                 })
         },
+    );
+    // The plain journal reads on its own: method, path, status and latency in the message.
+    let plain = host.sh("journalctl -u shop@8001 -o cat --no-pager");
+    let line = plain
+        .lines()
+        .find(|l| l.starts_with("GET /items 200 "))
+        .unwrap_or_else(|| panic!("no request line in:\n{plain}"));
+    let latency = line["GET /items 200 ".len()..].split(" ms").next().unwrap();
+    assert!(latency.parse::<f64>().is_ok(), "latency in {line:?}");
+    assert!(
+        plain.lines().any(|l| l.starts_with("starting shop ")),
+        "a start-up line in plain words:\n{plain}"
     );
 
     // kill -9: systemd starts it again.

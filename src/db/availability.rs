@@ -70,7 +70,7 @@ impl Availability {
             DbState::Up => {
                 tracing::warn!(
                     error = reason,
-                    "database unavailable: answering 503 until it is back"
+                    "database unavailable ({reason}): answering 503 until it is back"
                 );
                 *state = DbState::Down {
                     since: Utc::now(),

@@ -143,6 +143,14 @@ impl Store {
         self.availability.current()
     }
 
+    /// The pool's open and idle connections.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match &self.pool {
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
     /// Changes of `db_state`, for the status line.
     pub fn watch_db_state(&self) -> tokio::sync::watch::Receiver<DbState> {
         self.availability.subscribe()
@@ -258,6 +266,7 @@ impl Store {
             let (name, quantity, description) = (&item.name, item.quantity, &item.description);
             let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key)?;
             if let Some(item) = inserted {
+                ::metrics::counter!("shop_items_created_total").increment(1);
                 return Ok(Created {
                     item,
                     replayed: false,

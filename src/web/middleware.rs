@@ -5,14 +5,14 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use rand::Rng;
 use tracing::Instrument;
 
-use super::AppState;
+use super::{metrics, AppState};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_SHOP_INSTANCE: HeaderName = HeaderName::from_static("x-shop-instance");
@@ -92,14 +92,20 @@ impl Activity {
     }
 }
 
-/// Outermost layer: id, span, access log line and identifying headers.
+/// Outermost layer: id, span, access log line, metrics and identifying headers.
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     state.activity.begin();
+    metrics::request_started();
     let request_id = RequestId::from_header(request.headers().get(&X_REQUEST_ID));
     request.extensions_mut().insert(request_id.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", |m| m.as_str())
+        .to_owned();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id.0,
@@ -108,13 +114,29 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     state.activity.end();
-    let latency_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    metrics::request_finished(&route, status, elapsed);
+    let latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
+    // The message reads on its own in `journalctl` (fields: STATUS, LATENCY_MS, ROUTE, and
+    // the span's REQUEST_ID, METHOD, PATH, INSTANCE).
     span.in_scope(|| {
         if status >= 500 {
-            tracing::warn!(status, latency_ms, "request failed");
+            tracing::warn!(
+                status,
+                latency_ms,
+                route,
+                "{method} {path} {status} {latency_ms:.1} ms (request {})",
+                request_id.0
+            );
         } else {
-            tracing::info!(status, latency_ms, "request");
+            tracing::info!(
+                status,
+                latency_ms,
+                route,
+                "{method} {path} {status} {latency_ms:.1} ms (request {})",
+                request_id.0
+            );
         }
     });
     let headers = response.headers_mut();

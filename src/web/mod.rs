@@ -1,11 +1,12 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
 //! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
-//! probes; `csrf`, `middleware` and `error` are the plumbing.
+//! probes, `metrics` Prometheus; `csrf`, `middleware` and `error` are the plumbing.
 
 mod api;
 mod csrf;
 pub mod error;
 mod health;
+mod metrics;
 pub mod middleware;
 mod pages;
 mod templates;
@@ -26,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use csrf::CsrfKey;
 use error::AppError;
+pub use metrics::Metrics;
 use templates::{stylesheet_path, Templates, STYLESHEET};
 
 use crate::db::Store;
@@ -39,10 +41,16 @@ pub struct AppState {
     csrf: Arc<CsrfKey>,
     instance_header: HeaderValue,
     activity: Arc<middleware::Activity>,
+    metrics: Metrics,
 }
 
 impl AppState {
-    pub fn new(store: Store, csrf: CsrfKey, instance: &str) -> Result<AppState, tera::Error> {
+    pub fn new(
+        store: Store,
+        csrf: CsrfKey,
+        instance: &str,
+        metrics: Metrics,
+    ) -> Result<AppState, tera::Error> {
         Ok(AppState {
             store,
             templates: Arc::new(Templates::load()?),
@@ -50,6 +58,7 @@ impl AppState {
             instance_header: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("")),
             activity: Arc::default(),
+            metrics,
         })
     }
 
@@ -91,6 +100,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .merge(api)
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::render))
         .route("/static/{file}", get(stylesheet))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(

@@ -57,18 +57,29 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Run the playbook against the container; the recap's `changed=` count.
-pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 {
-    let inventory = home.join("inventory.ini");
+/// Write the inventory `deploy` uses: the container in every group, and in shop_monitor
+/// too (Prometheus) with `monitoring`.
+pub fn write_inventory(host: &Container, home: &Path, monitoring: bool) {
+    let monitor = if monitoring {
+        "[shop_monitor]\ntesthost\n"
+    } else {
+        ""
+    };
     std::fs::write(
-        &inventory,
+        home.join("inventory.ini"),
         format!(
             "[shop_app]\ntesthost ansible_connection=community.docker.nsenter ansible_nsenter_pid={} \
-             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su\n[shop_db]\ntesthost\n[shop_web]\ntesthost\n",
+             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su\n[shop_db]\ntesthost\n[shop_web]\ntesthost\n{monitor}",
             host.pid1
         ),
     )
     .unwrap();
+}
+
+/// Run the playbook against the container (with the inventory `write_inventory` wrote);
+/// the recap's `changed=` count.
+pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 {
+    let inventory = home.join("inventory.ini");
     let out = ansible("ansible-playbook", home)
         .arg("-i")
         .arg(&inventory)
@@ -117,12 +128,13 @@ pub struct Deployed {
 /// Boot a fresh host of `platform`, deploy `deb` onto it (PostgreSQL, the package, three
 /// instances, nginx), and check it as a person would: a form posted through nginx on port
 /// 80, the item listed and stored in PostgreSQL, all three instances answering; then a
-/// second run that changes nothing.
-pub fn deploy_fresh_host(platform: Platform, deb: &Path) -> Deployed {
+/// second run that changes nothing. With `monitoring`, the host is in shop_monitor too.
+pub fn deploy_fresh_host(platform: Platform, deb: &Path, monitoring: bool) -> Deployed {
     let step = Step::start(platform, "boot the host");
     let home = tempfile::tempdir().unwrap();
     let host = Container::boot(&Image::shop_host_on(platform), "shop-ansible");
     let relay = host.relay_apt_to_mirror();
+    write_inventory(&host, home.path(), monitoring);
     drop(step);
 
     let step = Step::start(platform, "first playbook run");

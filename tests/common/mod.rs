@@ -9,6 +9,7 @@ pub mod deb;
 pub mod load;
 pub mod nginx;
 pub mod postgres;
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
