@@ -187,6 +187,7 @@ fn database_outage_under_load(host: &Container) {
     let acknowledged: u32 = acknowledged.trim().parse().unwrap();
     assert_eq!(acknowledged, 20, "items created before the outage");
     let restarts_before = restarts(host);
+    let failed_before = host.sh("systemctl list-units --failed --plain --no-legend");
 
     let urls = ["http://127.0.0.1/items", "http://127.0.0.1/healthz"];
     let loads: Vec<_> = (0..4)
@@ -267,7 +268,9 @@ fn database_outage_under_load(host: &Container) {
     );
     assert_eq!(restarts(host), restarts_before, "no instance restarted");
     let failed = host.sh("systemctl list-units --failed --plain --no-legend");
-    assert!(failed.trim().is_empty(), "failed units: {failed}");
+    assert_eq!(failed, failed_before, "no unit failed during the outage");
+    let shop_failed = host.sh("systemctl list-units --failed --plain --no-legend 'shop*'");
+    assert!(shop_failed.trim().is_empty(), "failed: {shop_failed}");
     let kept = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name LIKE 'before outage %' AND description = 'kept'\"");
     assert_eq!(kept.trim(), "20", "every acknowledged item is still there");
 }

@@ -39,6 +39,9 @@ impl DbState {
     }
 }
 
+/// Why a store that never reached its database is down.
+const NOT_YET: &str = "not reached yet";
+
 /// The shared state, with change notification for the probe and the status line.
 #[derive(Debug)]
 pub struct Availability(watch::Sender<DbState>);
@@ -48,7 +51,7 @@ impl Availability {
     pub fn starting() -> Availability {
         Availability(watch::Sender::new(DbState::Down {
             since: Utc::now(),
-            reason: "not connected yet".to_owned(),
+            reason: NOT_YET.to_owned(),
         }))
     }
 
@@ -90,13 +93,17 @@ impl Availability {
     pub fn mark_up(&self) {
         self.0.send_if_modified(|state| match state {
             DbState::Up => false,
-            DbState::Down { since, .. } => {
+            DbState::Down { since, reason } => {
                 let after = (Utc::now() - *since).to_std().unwrap_or(Duration::ZERO);
-                tracing::info!(
-                    down_ms = after.as_millis() as u64,
-                    "database reachable again after {:.1} s: serving",
-                    after.as_secs_f64()
-                );
+                if reason == NOT_YET {
+                    tracing::info!("database reachable: serving");
+                } else {
+                    tracing::info!(
+                        down_ms = after.as_millis() as u64,
+                        "database reachable again after {:.1} s: serving",
+                        after.as_secs_f64()
+                    );
+                }
                 *state = DbState::Up;
                 true
             }

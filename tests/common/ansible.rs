@@ -95,7 +95,7 @@ pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 
         .unwrap();
     let text = said(&out);
     if !out.status.success() {
-        let journal = host.exec(&["journalctl", "--no-pager", "-n", "40", "-u", "shop@*"]);
+        let journal = host.exec(&["journalctl", "--no-pager", "-n", "60", "-p", "notice"]);
         panic!(
             "ansible-playbook {extra:?} failed:\n{}\njournal:\n{}",
             tail(&text, 30),
