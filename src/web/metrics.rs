@@ -23,8 +23,9 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// How often histogram samples are folded into their buckets when nobody scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into their buckets when nobody scrapes: every
+/// request leaves 8 bytes until then (at 80,000 requests/s, 640 KB a second).
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// This process's metrics.
 #[derive(Clone)]
