@@ -122,13 +122,7 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     // A newer package while requests flow through nginx.
     let load = host.start_request_loop(&["http://127.0.0.1/items"], 4000, 20);
     assert!(deploy(host, home, &debs.new, &[]) > 0);
-    let answers = load.stop();
-    let (ok, failures) = (answers.ok(), answers.failures());
-    assert!(
-        failures.is_empty(),
-        "failed requests during the upgrade: {failures:#?}"
-    );
-    assert!(ok >= 50, "the load ran through the upgrade ({ok} requests)");
+    load.stop().assert_all_ok("the upgrade", 50);
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
 

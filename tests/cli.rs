@@ -229,7 +229,7 @@ fn check_says_what_works_and_what_to_fix() {
     assert_eq!(out.status.code(), Some(1));
     let report = text(&out);
     assert!(
-        report.contains("reachable:     NO")
+        report.contains("reachable:     NO, at 20")
             && report.contains("start the database or correct database.url"),
         "{report}"
     );

@@ -464,6 +464,21 @@ impl Answers {
             .collect()
     }
 
+    /// Insist that every request got 200 and that at least `at_least` ran, i.e. the load
+    /// covered `what`; how many got 200.
+    pub fn assert_all_ok(&self, what: &str, at_least: usize) -> usize {
+        let (ok, failures) = (self.ok(), self.failures());
+        assert!(
+            failures.is_empty(),
+            "failed requests during {what}: {failures:#?}"
+        );
+        assert!(
+            ok >= at_least,
+            "the load ran through {what} ({ok} requests)"
+        );
+        ok
+    }
+
     /// Add another loop's answers.
     pub fn merge(mut self, other: Answers) -> Answers {
         self.0.extend(other.0);

@@ -230,13 +230,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     let load = host.start_request_loop(&urls, 3000, 20);
     std::thread::sleep(Duration::from_millis(500));
     host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
-    let answers = load.stop();
-    let (ok, failures) = (answers.ok(), answers.failures());
-    assert!(
-        failures.is_empty(),
-        "failed requests during the upgrade: {failures:#?}"
-    );
-    assert!(ok >= 20, "the load ran through the upgrade ({ok} requests)");
+    let ok = load.stop().assert_all_ok("the upgrade", 20);
     eprintln!(
         "  [{} {}] {ok} requests during the upgrade, 0 failed",
         platform.suite, platform.arch
