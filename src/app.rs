@@ -73,8 +73,8 @@ impl Run {
             env!("CARGO_PKG_VERSION")
         );
         systemd::status("waiting for the database");
-        let store = Store::connect(&settings.database)
-            .with_context(|| format!("database {}", redact_url(settings.database.url.expose())))?;
+        let store =
+            Store::connect(&settings.database).with_context(|| format!("database {database}"))?;
         first_contact(&store, &settings).await?;
         let metrics = Metrics::install(&settings.instance)
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
@@ -150,6 +150,8 @@ fn status_line(serving: &str, store: &Store) -> String {
 /// Keep the status line in step with the database's state.
 async fn report_db_state(store: Store, serving: String) {
     let mut changes = store.watch_db_state();
+    // A change between READY and this task's start must not be missed.
+    changes.mark_changed();
     while changes.changed().await.is_ok() {
         systemd::status(&status_line(&serving, &store));
     }
