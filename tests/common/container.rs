@@ -313,11 +313,18 @@ impl Container {
                 .args(["-P", &self.nspawn.id().to_string()])
                 .output()
                 .unwrap();
-            if let Some(pid) = String::from_utf8_lossy(&out.stdout)
+            // nspawn's children are first copies of itself (one of them exits once it has
+            // made the container); PID 1 is the child that has become the container's init.
+            let init = String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()
-                .next()
-            {
-                return pid.parse().unwrap();
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .find(|pid| {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    matches!(comm.trim(), "systemd" | "init")
+                });
+            if let Some(pid) = init {
+                return pid;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
