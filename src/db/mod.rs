@@ -198,9 +198,9 @@ impl Store {
         loop {
             if self.availability.is_up() {
                 tokio::time::sleep(PROBE_WHILE_UP).await;
-                if let Err(StoreError::Unavailable(why)) = self.ping().await {
-                    self.availability.mark_down(&why);
-                }
+                // A lost database marks itself down (`ping` sorts the error); a busy one
+                // (too many connections, a locked file) is no outage.
+                let _ = self.ping().await;
             } else {
                 tokio::time::sleep(PROBE_WHILE_DOWN).await;
                 match self.reach(migrate).await {
@@ -227,7 +227,7 @@ impl Store {
                 .await
                 .map(drop),
         };
-        Ok(result?)
+        result.map_err(|e| self.failed(e))
     }
 
     /// The server's own description of itself, e.g. "PostgreSQL 15.8 …" or "SQLite 3.46.0".
