@@ -9,32 +9,34 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::config::{redact_url, Settings};
+use crate::config::Settings;
 use crate::db::{DbState, Store, StoreError};
 use crate::server::{self, ConnectionPolicy, Heartbeat};
 use crate::systemd::{self, Handover};
 use crate::web::{self, AppState, CsrfKey, Limits, Metrics};
 
 /// `shop serve`: on the socket systemd passed, or on `server.listen`.
-pub async fn serve(mut settings: Settings, handover: Handover) -> anyhow::Result<()> {
+pub async fn serve(settings: Settings, handover: Handover) -> anyhow::Result<()> {
     let socket_activated = handover.listener.is_some();
     let listener = match handover.listener {
         Some(socket) => {
             TcpListener::from_std(socket).context("using the socket passed by systemd")?
         }
         None => {
-            let address = settings.listen_addr();
+            let address = settings.server.listen;
             TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} (server.listen)"))?
         }
     };
-    if settings.instance.is_empty() {
-        settings.instance = listener.local_addr()?.port().to_string();
-    }
-    let span = tracing::info_span!("shop", instance = %settings.instance);
+    let instance = match &settings.instance {
+        Some(name) => name.clone(),
+        None => listener.local_addr()?.port().to_string(),
+    };
+    let span = tracing::info_span!("shop", instance = %instance);
     let run = Run {
         settings,
+        instance,
         listener,
         socket_activated,
         watchdog: handover.watchdog,
@@ -45,6 +47,8 @@ pub async fn serve(mut settings: Settings, handover: Handover) -> anyhow::Result
 /// One `shop serve` process, from its listener to its exit.
 struct Run {
     settings: Settings,
+    /// The instance's name: `instance`, or the port it listens on.
+    instance: String,
     listener: TcpListener,
     socket_activated: bool,
     watchdog: Option<Duration>,
@@ -54,6 +58,7 @@ impl Run {
     async fn serve(self) -> anyhow::Result<()> {
         let Run {
             settings,
+            instance,
             listener,
             socket_activated,
             watchdog,
@@ -64,7 +69,7 @@ impl Run {
         } else {
             "bound by shop"
         };
-        let database = redact_url(settings.database.url.expose());
+        let database = &settings.database.url;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             database = %database,
@@ -73,19 +78,12 @@ impl Run {
             env!("CARGO_PKG_VERSION")
         );
         systemd::status("waiting for the database");
-        let store =
-            Store::connect(&settings.database).with_context(|| format!("database {database}"))?;
+        let store = Store::connect(database, settings.database.pool_size());
         first_contact(&store, &settings).await?;
-        let metrics = Metrics::install(&settings.instance)
+        let metrics = Metrics::install(&instance)
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
-        let state = AppState::new(
-            store.clone(),
-            csrf_key(&settings),
-            &settings.instance,
-            metrics,
-        )
-        .context("loading templates")?;
-        let activity = state.activity();
+        let state = AppState::new(store.clone(), csrf_key(&settings), &instance, metrics)
+            .context("loading templates")?;
         let app = web::router(
             state,
             Limits {
@@ -117,18 +115,12 @@ impl Run {
             }
             None => None,
         };
-        let shutdown = async move {
-            tokio::select! {
-                () = server::shutdown_signal() => {}
-                () = activity.idle_for(idle_exit) => {}
-            }
-            systemd::stopping("stopping: finishing requests in flight");
-        };
         let policy = ConnectionPolicy {
             keepalive_idle: settings.server.keepalive_idle(),
             shutdown_timeout: settings.server.shutdown_timeout(),
+            idle_exit,
         };
-        server::serve(listener, app, policy, shutdown, heartbeat).await;
+        server::serve(listener, app, policy, server::shutdown_signal(), heartbeat).await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -186,7 +178,7 @@ async fn watchdog_pings(heartbeat: Arc<Heartbeat>, interval: Duration) {
 /// anything else (a wrong password, no such database, a failed migration) is fatal.
 async fn first_contact(store: &Store, settings: &Settings) -> anyhow::Result<()> {
     let migrate = settings.database.migrate_on_start;
-    let deadline = Instant::now() + Duration::from_secs(settings.database.startup_wait_secs);
+    let deadline = Instant::now() + settings.database.startup_wait();
     loop {
         match store.reach(migrate).await {
             Ok(()) => break,
@@ -202,12 +194,8 @@ async fn first_contact(store: &Store, settings: &Settings) -> anyhow::Result<()>
                 return Ok(());
             }
             Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "database {} (database.url)",
-                        redact_url(settings.database.url.expose())
-                    )
-                })
+                return Err(e)
+                    .with_context(|| format!("database {} (database.url)", settings.database.url))
             }
         }
     }
@@ -224,26 +212,25 @@ async fn first_contact(store: &Store, settings: &Settings) -> anyhow::Result<()>
 }
 
 fn csrf_key(settings: &Settings) -> CsrfKey {
-    let secret = settings.security.secret.expose();
-    if secret.is_empty() {
-        tracing::warn!(
-            "security.secret is not set: using a random one, so forms are accepted only by this process"
-        );
-        CsrfKey::random()
-    } else {
-        CsrfKey::new(secret.as_bytes())
+    match &settings.security.secret {
+        Some(secret) => CsrfKey::new(secret.expose().as_bytes()),
+        None => {
+            tracing::warn!(
+                "security.secret is not set: using a random one, so forms are accepted only by this process"
+            );
+            CsrfKey::random()
+        }
     }
 }
 
 /// `shop migrate`.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let store = Store::connect(&settings.database)?;
-    store.reach(false).await.with_context(|| {
-        format!(
-            "cannot connect to {}",
-            redact_url(settings.database.url.expose())
-        )
-    })?;
+    let url = &settings.database.url;
+    let store = Store::connect(url, settings.database.pool_size());
+    store
+        .reach(false)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
     let before = store.migration_state().await?;
     store.migrate().await.context("applying migrations")?;
     println!(
@@ -261,24 +248,15 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
     println!("config file:     {}", describe_file(file.as_deref()));
     println!(
         "instance:        {}",
-        if settings.instance.is_empty() {
-            "(none)"
-        } else {
-            &settings.instance
-        }
+        settings.instance.as_deref().unwrap_or("(the port)")
     );
     println!(
         "listen:          {} (unless systemd passes a socket)",
         settings.server.listen
     );
-    println!(
-        "database:        {}",
-        redact_url(settings.database.url.expose())
-    );
-    let reached = match Store::connect(&settings.database) {
-        Ok(store) => store.reach(false).await.map(|()| store),
-        Err(e) => Err(e),
-    };
+    println!("database:        {}", settings.database.url);
+    let store = Store::connect(&settings.database.url, settings.database.pool_size());
+    let reached = store.reach(false).await.map(|()| store);
     match reached {
         Err(e) => {
             ok = false;
@@ -299,11 +277,11 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
             store.close().await;
         }
     }
-    if settings.security.secret.expose().is_empty() {
+    if settings.security.secret.is_some() {
+        println!("security.secret: set");
+    } else {
         println!("security.secret: NOT SET — each process makes its own, so a form rendered by one instance");
         println!("                 is refused by another; set the same secret for all instances");
-    } else {
-        println!("security.secret: set");
     }
     println!(
         "result:          {}",

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::db::{DatabaseUrl, PoolSize};
+use crate::telemetry::LogFilter;
+
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shop/shop.toml";
 
@@ -16,10 +19,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/shop/shop.toml";
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Name of this instance (under systemd: the port, from `SHOP_INSTANCE=%i`); when
-    /// empty, the port it listens on.
-    pub instance: String,
+    /// not set, the port it listens on.
+    #[serde(default)]
+    pub instance: Option<String>,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
+    #[serde(default)]
     pub security: SecuritySettings,
     pub log: LogSettings,
 }
@@ -28,7 +33,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to bind when no socket is passed in by systemd.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub body_limit_bytes: usize,
     /// A request that takes longer than this gets 503.
@@ -48,7 +53,7 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite:…`; the scheme chooses the backend.
-    pub url: Secret,
+    pub url: DatabaseUrl,
     pub max_connections: u32,
     /// How long a request waits for a database connection before it gets 503.
     pub acquire_timeout_secs: u64,
@@ -58,21 +63,23 @@ pub struct DatabaseSettings {
     pub startup_wait_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
-    /// Shared by every instance: signs CSRF tokens. Empty: read from `secret_file`, or
+    /// Shared by every instance: signs CSRF tokens. Not set: read from `secret_file`, or
     /// (neither set) a random one per process.
-    pub secret: Secret,
+    #[serde(default)]
+    pub secret: Option<Secret>,
     /// A file holding the secret (the package generates /etc/shop/secret at installation).
-    pub secret_file: String,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// A tracing filter such as `info` or `shop=debug,sqlx=warn` (`RUST_LOG` wins).
-    pub level: String,
+    pub level: LogFilter,
 }
 
 /// A string that never shows up in `Debug` output or logs.
@@ -100,6 +107,32 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// The config crate's error, reworded as `key: what is wrong (where it came from)`.
+    fn from_source(error: config::ConfigError) -> ConfigError {
+        match error {
+            config::ConfigError::At {
+                error,
+                origin,
+                key: Some(key),
+            } => {
+                let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
+                ConfigError(format!("{key}: {error}{origin}"))
+            }
+            config::ConfigError::Type {
+                origin,
+                unexpected,
+                expected,
+                key: Some(key),
+            } => {
+                let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
+                ConfigError(format!("{key}: expected {expected}, found {unexpected}{origin}"))
+            }
+            other => ConfigError(other.to_string()),
+        }
+    }
+}
 
 impl Settings {
     /// Load defaults, then the file (an explicit path must exist; the default one may be
@@ -129,7 +162,7 @@ impl Settings {
             )
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(ConfigError::from_source)?;
         let mut settings = settings;
         settings.read_secret_file()?;
         settings.validate()?;
@@ -138,32 +171,24 @@ impl Settings {
 
     /// Take the secret from `security.secret_file` when it is not given directly.
     fn read_secret_file(&mut self) -> Result<(), ConfigError> {
-        let path = self.security.secret_file.trim();
-        if !self.security.secret.expose().is_empty() || path.is_empty() {
+        let (None, Some(path)) = (&self.security.secret, &self.security.secret_file) else {
             return Ok(());
-        }
+        };
+        let shown = path.display();
         let secret = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("security.secret_file: cannot read {path}: {e}")))?;
-        self.security.secret = Secret::new(secret.trim());
-        if self.security.secret.expose().len() < 32 {
+            .map_err(|e| ConfigError(format!("security.secret_file: cannot read {shown}: {e}")))?;
+        let secret = Secret::new(secret.trim());
+        if secret.expose().len() < 32 {
             return Err(ConfigError(format!(
-                "security.secret_file: {path} must hold at least 32 characters"
+                "security.secret_file: {shown} must hold at least 32 characters"
             )));
         }
+        self.security.secret = Some(secret);
         Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
-            return bad(
-                "server.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:8080 ({e})",
-                    self.server.listen
-                ),
-            );
-        }
         if !(1024..=64 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
             return bad(
                 "server.body_limit_bytes",
@@ -191,24 +216,35 @@ impl Settings {
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1".into());
         }
-        if let Err(why) = crate::db::Backend::from_url(self.database.url.expose()) {
-            return bad("database.url", why);
+        if let Some(secret) = &self.security.secret {
+            if secret.expose().len() < 32 {
+                return bad(
+                    "security.secret",
+                    "must be at least 32 characters (try: head -c 32 /dev/urandom | base64)"
+                        .into(),
+                );
+            }
         }
-        let secret = self.security.secret.expose();
-        if !secret.is_empty() && secret.len() < 32 {
-            return bad(
-                "security.secret",
-                "must be at least 32 characters (try: head -c 32 /dev/urandom | base64)".into(),
-            );
-        }
-        if self.instance.len() > 64 || self.instance.chars().any(|c| c.is_control()) {
-            return bad("instance", "must be a short printable name".into());
+        if let Some(name) = &self.instance {
+            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+                return bad("instance", "must be a short printable name".into());
+            }
         }
         Ok(())
     }
+}
 
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.server.listen.parse().expect("validated at load")
+impl DatabaseSettings {
+    /// The pool the store keeps for this database.
+    pub fn pool_size(&self) -> PoolSize {
+        PoolSize {
+            max_connections: self.max_connections,
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_secs),
+        }
+    }
+
+    pub fn startup_wait(&self) -> Duration {
+        Duration::from_secs(self.startup_wait_secs)
     }
 }
 
@@ -258,8 +294,6 @@ fn setting_variables() -> config::Map<String, String> {
 
 /// The built-in defaults: what `cargo run` gets on a bare machine.
 pub const DEFAULTS: &str = r#"
-instance = ""
-
 [server]
 listen = "127.0.0.1:8080"
 body_limit_bytes = 16384
@@ -275,59 +309,13 @@ acquire_timeout_secs = 1
 migrate_on_start = true
 startup_wait_secs = 1
 
-[security]
-secret = ""
-secret_file = ""
-
 [log]
 level = "info"
 "#;
 
-/// A database URL fit for logs: the password (in the authority or a `password=` query
-/// parameter) replaced by `****`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = scheme_end + 3;
-        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
-        if let Some(at) = out[rest..authority_end].rfind('@') {
-            let at = rest + at;
-            if let Some(colon) = out[rest..at].find(':') {
-                out.replace_range(rest + colon + 1..at, "****");
-            }
-        }
-    }
-    if let Some(start) = out.find("password=") {
-        let value = start + "password=".len();
-        let end = out[value..].find('&').map_or(out.len(), |i| value + i);
-        out.replace_range(value..end, "****");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://shop:hunter2@db/shop"),
-            "postgres://shop:****@db/shop"
-        );
-        assert_eq!(
-            redact_url("postgres://shop@localhost/shop?host=/run/postgresql"),
-            "postgres://shop@localhost/shop?host=/run/postgresql"
-        );
-        assert_eq!(
-            redact_url("postgres://db/shop?user=a&password=x&sslmode=off"),
-            "postgres://db/shop?user=a&password=****&sslmode=off"
-        );
-        assert_eq!(
-            redact_url("sqlite:/var/lib/shop/shop.db"),
-            "sqlite:/var/lib/shop/shop.db"
-        );
-    }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {

@@ -3,7 +3,7 @@
 //! requests finish within a bound, and close idle keep-alive connections cleanly.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,71 @@ impl Heartbeat {
     }
 }
 
+/// When the last request ended and how many are in flight, for `idle_exit_after`.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// A request begins; it ends when the returned guard is dropped (also when the
+    /// client goes away mid-request).
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    fn idle(&self) -> Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+        self.since.elapsed().saturating_sub(last)
+    }
+
+    /// Completes once no request has been seen for `after`; never when `after` is `None`.
+    async fn idle_for(&self, after: Option<Duration>) {
+        let Some(after) = after else {
+            return std::future::pending().await;
+        };
+        loop {
+            let idle = self.idle();
+            if idle >= after {
+                tracing::info!(
+                    idle_secs = idle.as_secs(),
+                    "no requests for a while: exiting until the next connection"
+                );
+                return;
+            }
+            tokio::time::sleep((after - idle).max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// One request in flight, counted in `Activity` until dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = activity.since.elapsed().as_millis() as u64;
+        activity.last_ms.store(now, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How connections are kept and ended.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionPolicy {
@@ -64,9 +129,12 @@ pub struct ConnectionPolicy {
     pub keepalive_idle: Duration,
     /// How long in-flight requests get after shutdown begins.
     pub shutdown_timeout: Duration,
+    /// Stop serving after this long without a request (socket activation only).
+    pub idle_exit: Option<Duration>,
 }
 
-/// Serve `app` on `listener` until `shutdown` completes, then drain.
+/// Serve `app` on `listener` until `shutdown` completes (or no request came for
+/// `policy.idle_exit`), then drain.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -82,7 +150,9 @@ pub async fn serve(
         .keep_alive(true);
     let (stopping, stop_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
+    let activity = Arc::new(Activity::default());
+    let idle = activity.idle_for(policy.idle_exit);
+    tokio::pin!(shutdown, idle);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -100,13 +170,21 @@ pub async fn serve(
                 continue;
             }
             () = &mut shutdown => break,
+            () = &mut idle => break,
         };
-        let connection = serve_connection(stream, app.clone(), http.clone(), stop_signal.clone());
+        let connection = serve_connection(
+            stream,
+            app.clone(),
+            http.clone(),
+            stop_signal.clone(),
+            Arc::clone(&activity),
+        );
         connections.spawn(connection.in_current_span());
     }
     // Connections still in the listening socket's backlog are not lost: under systemd the
     // socket stays open and the next process accepts them.
     drop(listener);
+    crate::systemd::stopping("stopping: finishing requests in flight");
     tracing::info!(
         open_connections = connections.len(),
         "shutting down: no new connections, finishing requests"
@@ -136,6 +214,7 @@ async fn serve_connection(
     app: Router,
     http: http1::Builder,
     mut stopping: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 ) {
     let _ = stream.set_nodelay(true);
     let (seen_request, mut first_request) = watch::channel(false);
@@ -143,8 +222,10 @@ async fn serve_connection(
     let service = tower::service_fn(move |request: Request<Incoming>| {
         seen_request.send_replace(true);
         let (app, draining) = (app.clone(), draining.clone());
+        let in_flight = activity.begin();
         async move {
             let mut response = app.oneshot(request).await?;
+            drop(in_flight);
             // Tell the client (nginx) not to reuse this connection: it closes after this.
             if *draining.borrow() {
                 response

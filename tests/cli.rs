@@ -33,6 +33,15 @@ fn a_bad_setting_fails_with_the_name_of_its_key() {
         ),
         (&[("SHOP_SERVER__LISTEN", "everywhere")], "server.listen"),
         (
+            &[("SHOP_LOG__LEVEL", "inf0")],
+            "log.level: \"inf0\" is not a level",
+        ),
+        (&[("SHOP_INSTANCE", "")], "instance: must be a short printable name"),
+        (
+            &[("SHOP_DATABASE__URL", "postgres://u:hunter2@db:port/shop")],
+            "database.url: postgres://u:****@db:port/shop is not a usable URL",
+        ),
+        (
             &[("SHOP_DATABASE__MAX_CONNECTIONS", "many")],
             "database.max_connections",
         ),

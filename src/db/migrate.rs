@@ -97,16 +97,18 @@ async fn database_file(conn: &mut sqlx::SqliteConnection) -> StoreResult<Option<
 
 /// Hold an exclusive `flock` on `path` until the returned file is dropped.
 async fn lock_exclusive(path: String) -> StoreResult<File> {
-    tokio::task::spawn_blocking(move || {
-        let file = File::open(&path)
-            .map_err(|e| StoreError::Config(format!("cannot open {path}: {e}")))?;
-        // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(StoreError::Config(format!("cannot lock {path}: {e}")));
+    let locked = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            let file = File::open(&path)?;
+            // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(file)
         }
-        Ok(file)
     })
     .await
-    .map_err(|e| StoreError::Config(format!("migration lock task failed: {e}")))?
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    locked.map_err(|source| StoreError::MigrationLock { path, source })
 }

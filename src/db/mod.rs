@@ -6,48 +6,23 @@
 mod availability;
 mod migrate;
 mod queries;
+mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::config::DatabaseSettings;
 use crate::items::{Item, ItemPage, ListQuery, NewItem};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::run;
-
-/// Which database a URL names, decided by its scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Postgres => "postgresql",
-            Backend::Sqlite => "sqlite",
-        }
-    }
-
-    pub fn from_url(url: &str) -> Result<Backend, String> {
-        let scheme = url.split(':').next().unwrap_or("");
-        match scheme {
-            "postgres" | "postgresql" => Ok(Backend::Postgres),
-            "sqlite" => Ok(Backend::Sqlite),
-            _ => Err(format!(
-                "unsupported scheme {scheme:?}: use postgres://… (PostgreSQL) or sqlite:PATH (SQLite)"
-            )),
-        }
-    }
-}
+pub use url::{Backend, DatabaseUrl};
+use url::Target;
 
 /// The item store: a pool of either backend, and whether its database answers.
 #[derive(Clone, Debug)]
@@ -71,10 +46,16 @@ pub enum StoreError {
     /// Anything else: a bug, a missing privilege or a broken schema (500).
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
+    /// The migrations could not be applied; the schema is not what this binary expects.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("{0}")]
-    Config(String),
+    /// The SQLite file's migration lock could not be taken (a permission or a path to fix).
+    #[error("cannot lock {path} for migrating: {source}")]
+    MigrationLock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -93,42 +74,43 @@ const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How many connections a store keeps, and how long a request waits for one.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSize {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
 impl Store {
-    /// A pool for `settings.database.url`, without connecting: the first query (or
-    /// `Store::reach`) does. Creates the SQLite file when it first connects.
-    pub fn connect(settings: &DatabaseSettings) -> StoreResult<Store> {
-        let url = settings.url.expose();
-        let acquire_timeout = Duration::from_secs(settings.acquire_timeout_secs);
-        let pool = match Backend::from_url(url).map_err(StoreError::Config)? {
-            Backend::Postgres => {
-                let options: PgConnectOptions = url.parse()?;
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(acquire_timeout)
-                        .connect_lazy_with(options.application_name("shop")),
-                )
-            }
-            Backend::Sqlite => {
-                let options: SqliteConnectOptions = url.parse()?;
+    /// A pool for `url`, without connecting: the first query (or `Store::reach`) does.
+    /// Creates the SQLite file when it first connects.
+    pub fn connect(url: &DatabaseUrl, size: PoolSize) -> Store {
+        let pool = match url.target().clone() {
+            Target::Postgres(options) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(size.max_connections)
+                    .acquire_timeout(size.acquire_timeout)
+                    .connect_lazy_with(options.application_name("shop")),
+            ),
+            Target::Sqlite(options) => {
                 let options = options
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     // Writers of other instances queue on the file: give them time.
-                    .busy_timeout(acquire_timeout.max(Duration::from_secs(5)))
+                    .busy_timeout(size.acquire_timeout.max(Duration::from_secs(5)))
                     .foreign_keys(true);
                 Pool::Sqlite(
                     SqlitePoolOptions::new()
-                        .max_connections(settings.max_connections)
-                        .acquire_timeout(acquire_timeout)
+                        .max_connections(size.max_connections)
+                        .acquire_timeout(size.acquire_timeout)
                         .connect_lazy_with(options),
                 )
             }
         };
-        Ok(Store {
+        Store {
             pool,
             availability: Arc::new(Availability::starting()),
-        })
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -281,8 +263,9 @@ impl Store {
                 });
             }
         }
-        Err(StoreError::Config(
-            "an idempotency key kept conflicting with a vanishing item".into(),
+        // The earlier item was being deleted as this one was stored, twice: try again.
+        Err(StoreError::Unavailable(
+            "the idempotency key is in use by an item being deleted".into(),
         ))
     }
 

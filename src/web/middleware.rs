@@ -2,8 +2,7 @@
 //! `X-Request-Id` or made here), a tracing span carrying it, one log line per request,
 //! and the `X-Request-Id` / `X-Shop-Instance` response headers.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
@@ -36,66 +35,9 @@ impl RequestId {
     }
 }
 
-/// When the last request ended and how many are in flight, for `idle_exit_after`.
-#[derive(Debug)]
-pub struct Activity {
-    since: Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            since: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Activity {
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn end(&self) {
-        self.last_ms
-            .store(self.since.elapsed().as_millis() as u64, Ordering::SeqCst);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn idle(&self) -> Duration {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
-        self.since.elapsed().saturating_sub(last)
-    }
-
-    /// Completes once no request has been seen for `after`; never when `after` is `None`.
-    pub async fn idle_for(&self, after: Option<Duration>) {
-        let Some(after) = after else {
-            return std::future::pending().await;
-        };
-        loop {
-            let idle = self.idle();
-            if idle >= after {
-                tracing::info!(
-                    idle_secs = idle.as_secs(),
-                    "no requests for a while: exiting until the next connection"
-                );
-                return;
-            }
-            tokio::time::sleep((after - idle).max(Duration::from_millis(100))).await;
-        }
-    }
-}
-
 /// Outermost layer: id, span, access log line, metrics and identifying headers.
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    state.activity.begin();
     metrics::request_started();
     let request_id = RequestId::from_header(request.headers().get(&X_REQUEST_ID));
     request.extensions_mut().insert(request_id.clone());
@@ -113,7 +55,6 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         path = %path,
     );
     let mut response = next.run(request).instrument(span.clone()).await;
-    state.activity.end();
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics::request_finished(&route, status, elapsed);

@@ -40,7 +40,6 @@ pub struct AppState {
     templates: Arc<Templates>,
     csrf: Arc<CsrfKey>,
     instance_header: HeaderValue,
-    activity: Arc<middleware::Activity>,
     metrics: Metrics,
 }
 
@@ -57,14 +56,8 @@ impl AppState {
             csrf: Arc::new(csrf),
             instance_header: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("")),
-            activity: Arc::default(),
             metrics,
         })
-    }
-
-    /// The request activity of this process (shared with the idle-exit timer).
-    pub fn activity(&self) -> Arc<middleware::Activity> {
-        Arc::clone(&self.activity)
     }
 }
 
