@@ -111,26 +111,22 @@ pub struct ConfigError(String);
 impl ConfigError {
     /// The config crate's error, reworded as `key: what is wrong (where it came from)`.
     fn from_source(error: config::ConfigError) -> ConfigError {
-        match error {
+        let (key, what, origin) = match error {
             config::ConfigError::At {
                 error,
                 origin,
                 key: Some(key),
-            } => {
-                let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
-                ConfigError(format!("{key}: {error}{origin}"))
-            }
+            } => (key, error.to_string(), origin),
             config::ConfigError::Type {
                 origin,
                 unexpected,
                 expected,
                 key: Some(key),
-            } => {
-                let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
-                ConfigError(format!("{key}: expected {expected}, found {unexpected}{origin}"))
-            }
-            other => ConfigError(other.to_string()),
-        }
+            } => (key, format!("expected {expected}, found {unexpected}"), origin),
+            other => return ConfigError(other.to_string()),
+        };
+        let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
+        ConfigError(format!("{key}: {what}{origin}"))
     }
 }
 

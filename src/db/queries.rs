@@ -81,33 +81,27 @@ pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
 /// to map rows with `FromRow`. While the database is known to be down it answers
 /// `StoreError::Unavailable` at once; a lost connection marks it down.
 macro_rules! run {
-    ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {{
+    ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {
+        $crate::db::queries::run!(@gated $store, $sql, |sql, pool| {
+            sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await
+        })
+    };
+    ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {
+        $crate::db::queries::run!(@gated $store, $sql, |sql, pool| {
+            sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
+        })
+    };
+    // The gate, the backend's text of the statement, and the error sorting, around `$query`
+    // (written once, run on the pool of either backend).
+    (@gated $store:expr, $sql:expr, |$text:ident, $pool:ident| $query:block) => {{
         let store: &$crate::db::Store = $store;
         match store.gate() {
             Err(e) => Err(e),
             Ok(()) => {
-                let sql = $sql.for_backend(store.backend());
+                let $text = $sql.for_backend(store.backend());
                 let result = match &store.pool {
-                    $crate::db::Pool::Postgres(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
-                    $crate::db::Pool::Sqlite(pool) => sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await,
-                };
-                result.map_err(|e| store.failed(e))
-            }
-        }
-    }};
-    ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {{
-        let store: &$crate::db::Store = $store;
-        match store.gate() {
-            Err(e) => Err(e),
-            Ok(()) => {
-                let sql = $sql.for_backend(store.backend());
-                let result = match &store.pool {
-                    $crate::db::Pool::Postgres(pool) => {
-                        sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
-                    }
-                    $crate::db::Pool::Sqlite(pool) => {
-                        sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
-                    }
+                    $crate::db::Pool::Postgres($pool) => $query,
+                    $crate::db::Pool::Sqlite($pool) => $query,
                 };
                 result.map_err(|e| store.failed(e))
             }

@@ -1,7 +1,7 @@
 //! The JSON API: the same items and rules as the pages, no cookies and no CSRF token.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::AppError;
-use super::{parse_id, AppState, ListParams};
+use super::extract::{ExistingItem, ItemId, Listing};
+use super::AppState;
 use crate::items::{idempotency_key, FieldErrors, Item, ItemInput, NewItem};
 
 #[derive(Serialize)]
@@ -23,9 +24,8 @@ pub struct ItemList {
 /// `GET /api/items?page=&per_page=&q=`
 pub async fn list(
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    Listing(query): Listing,
 ) -> Result<Json<ItemList>, AppError> {
-    let query = params.parse()?;
     let page = state.store.list_items(&query).await?;
     Ok(Json(ItemList {
         next_page: page.has_next.then_some(query.page + 1),
@@ -61,22 +61,16 @@ pub async fn create(
 }
 
 /// `GET /api/items/{id}`
-pub async fn show(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Item>, AppError> {
-    let id = parse_id(&id)?;
-    let item = state.store.get_item(id).await?;
-    item.map(Json).ok_or(AppError::NotFound("item"))
+pub async fn show(ExistingItem(item): ExistingItem) -> Json<Item> {
+    Json(item)
 }
 
 /// `PUT /api/items/{id}`: replace name, quantity and description.
 pub async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Item>, AppError> {
-    let id = parse_id(&id)?;
     let item = new_item(body)?;
     let item = state.store.update_item(id, &item).await?;
     item.map(Json).ok_or(AppError::NotFound("item"))
@@ -85,9 +79,8 @@ pub async fn update(
 /// `DELETE /api/items/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
 ) -> Result<StatusCode, AppError> {
-    let id = parse_id(&id)?;
     if state.store.delete_item(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -1,10 +1,11 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
 //! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
-//! probes, `metrics` Prometheus; `csrf`, `middleware` and `error` are the plumbing.
+//! probes, `metrics` Prometheus; `csrf`, `extract`, `middleware` and `error` are the plumbing.
 
 mod api;
 mod csrf;
 pub mod error;
+mod extract;
 mod health;
 mod metrics;
 pub mod middleware;
@@ -21,17 +22,14 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 pub use csrf::CsrfKey;
-use error::AppError;
 pub use metrics::Metrics;
 use templates::{stylesheet_path, Templates, STYLESHEET};
 
 use crate::db::Store;
-use crate::items::ListQuery;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -119,31 +117,4 @@ async fn stylesheet(Path(file): Path<String>) -> Response {
         (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
     ];
     (headers, STYLESHEET).into_response()
-}
-
-/// The list parameters as they came in the query string (parsed by `ListQuery`).
-#[derive(Debug, Default, Deserialize)]
-pub struct ListParams {
-    page: Option<String>,
-    per_page: Option<String>,
-    q: Option<String>,
-}
-
-impl ListParams {
-    fn parse(&self) -> Result<ListQuery, AppError> {
-        ListQuery::parse(
-            self.page.as_deref(),
-            self.per_page.as_deref(),
-            self.q.as_deref(),
-        )
-        .map_err(AppError::BadRequest)
-    }
-}
-
-/// An item id from a path: anything that is not one names no item.
-fn parse_id(raw: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or(AppError::NotFound("item"))
 }

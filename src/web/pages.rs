@@ -1,7 +1,7 @@
 //! The HTML pages: the add-an-item form, the list (at `/items` and the ancestor's
 //! `/success`), an item's page, editing and deleting. Every redirect is relative.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::csrf::{self, CheckedForm, CsrfCookie, Protected};
 use super::error::AppError;
-use super::{parse_id, AppState, ListParams};
+use super::extract::{ExistingItem, ItemId, Listing};
+use super::AppState;
 use crate::items::{
     idempotency_key, new_idempotency_key, FieldErrors, Item, ItemInput, ListQuery, DEFAULT_PER_PAGE,
 };
@@ -213,9 +214,8 @@ fn invalid_form(
 /// `GET /items` and `GET /success`: one page of the items, newest first, maybe searched.
 pub async fn list_items(
     State(state): State<AppState>,
-    Query(params): Query<ListParams>,
+    Listing(query): Listing,
 ) -> Result<Html<String>, AppError> {
-    let query = params.parse()?;
     let page = state.store.list_items(&query).await?;
     let mut context = tera::Context::new();
     context.insert("has_items", &!page.items.is_empty());
@@ -249,22 +249,12 @@ fn page_url(query: &ListQuery, page: u32) -> String {
     }
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Item, AppError> {
-    let id = parse_id(id)?;
-    state
-        .store
-        .get_item(id)
-        .await?
-        .ok_or(AppError::NotFound("item"))
-}
-
 /// `GET /items/{id}`.
 pub async fn show_item(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
-    Path(id): Path<String>,
+    ExistingItem(item): ExistingItem,
 ) -> Result<Html<String>, AppError> {
-    let item = find(&state, &id).await?;
     let mut context = tera::Context::new();
     context.insert("item", &ItemView::from(&item));
     context.insert("csrf_token", &csrf::form_token(&state, &cookie));
@@ -275,9 +265,8 @@ pub async fn show_item(
 pub async fn edit_item_form(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
-    Path(id): Path<String>,
+    ExistingItem(item): ExistingItem,
 ) -> Result<Html<String>, AppError> {
-    let item = find(&state, &id).await?;
     let input = ItemInput {
         name: Some(item.name),
         quantity: Some(item.quantity.to_string()),
@@ -290,10 +279,9 @@ pub async fn edit_item_form(
 pub async fn update_item(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
     CheckedForm(form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
-    let id = parse_id(&id)?;
     let input = form.input();
     match input.validate() {
         Ok(item) => match state.store.update_item(id, &item).await? {
@@ -307,10 +295,9 @@ pub async fn update_item(
 /// `POST /items/{id}/delete`: delete and go back to the list.
 pub async fn delete_item(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ItemId(id): ItemId,
     CheckedForm(_): CheckedForm<DeleteForm>,
 ) -> Result<Redirect, AppError> {
-    let id = parse_id(&id)?;
     if state.store.delete_item(id).await? {
         Ok(Redirect::to("/items"))
     } else {
