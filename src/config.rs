@@ -122,7 +122,11 @@ impl ConfigError {
                 unexpected,
                 expected,
                 key: Some(key),
-            } => (key, format!("expected {expected}, found {unexpected}"), origin),
+            } => (
+                key,
+                format!("expected {expected}, found {unexpected}"),
+                origin,
+            ),
             other => return ConfigError(other.to_string()),
         };
         let origin = origin.map(|o| format!(" (in {o})")).unwrap_or_default();
@@ -216,8 +220,7 @@ impl Settings {
             if secret.expose().len() < 32 {
                 return bad(
                     "security.secret",
-                    "must be at least 32 characters (try: head -c 32 /dev/urandom | base64)"
-                        .into(),
+                    "must be at least 32 characters (try: head -c 32 /dev/urandom | base64)".into(),
                 );
             }
         }

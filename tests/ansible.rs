@@ -13,6 +13,7 @@ use common::container::{unix_now, Answer, Answers, Container, Platform};
 use common::deb::Debs;
 
 #[test]
+#[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn the_playbook_passes_syntax_check_and_ansible_lint() {
     let home = tempfile::tempdir().unwrap();
     let out = ansible("ansible-playbook", home.path())
@@ -51,6 +52,7 @@ fn render(inventory: &str) -> (tempfile::TempDir, impl Fn(&str) -> String) {
 }
 
 #[test]
+#[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn the_templates_serve_one_host_and_several() {
     let (_keep, file) = render("one-host.ini");
     let package_default = std::fs::read_to_string(repo().join("nginx/shop-upstream.conf")).unwrap();
@@ -108,6 +110,7 @@ fn the_templates_serve_one_host_and_several() {
 }
 
 #[test]
+#[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     let debs = Debs::amd64();
     let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, true);

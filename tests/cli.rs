@@ -36,7 +36,10 @@ fn a_bad_setting_fails_with_the_name_of_its_key() {
             &[("SHOP_LOG__LEVEL", "inf0")],
             "log.level: \"inf0\" is not a level",
         ),
-        (&[("SHOP_INSTANCE", "")], "instance: must be a short printable name"),
+        (
+            &[("SHOP_INSTANCE", "")],
+            "instance: must be a short printable name",
+        ),
         (
             &[("SHOP_DATABASE__URL", "postgres://u:hunter2@db:port/shop")],
             "database.url: postgres://u:****@db:port/shop is not a usable URL",

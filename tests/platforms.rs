@@ -5,7 +5,8 @@
 //!
 //! These take minutes (emulation is 5–20× slower) and need the arm64 packages, so a plain
 //! `cargo test` lists them as ignored; tests/run builds the packages and runs them with
-//! `cargo test --test platforms -- --ignored --nocapture`, which prints each step's time.
+//! `cargo test --test platforms -- --ignored --nocapture --test-threads=1`, which prints
+//! each step's time.
 
 mod common;
 
@@ -15,33 +16,39 @@ use common::deb::{
     assert_control_fields, assert_lintian_clean, file_list, package_lifecycle, Debs,
 };
 
-#[test]
-#[ignore = "needs the arm64 packages: run by tests/run"]
-fn arm64_package_is_as_good_as_the_amd64_one() {
-    let arm64 = Debs::arm64();
-    assert_lintian_clean(&arm64.new);
-    assert_control_fields(&arm64, "arm64");
-    assert_eq!(
-        file_list(&arm64.new),
-        file_list(&Debs::amd64().new),
-        "the same files, modes and owners in both packages"
-    );
-}
+/// In a module of their own, so tests/run can leave them out of the heavy-tier run
+/// (`--skip other_platforms::`) and run them one at a time, with their timings.
+mod other_platforms {
+    use super::*;
 
-#[test]
-#[ignore = "arm64 under qemu, minutes: run by tests/run"]
-fn arm64_package_lifecycle_on_an_arm64_systemd_host() {
-    package_lifecycle(Platform::BOOKWORM_ARM64, &Debs::arm64());
-}
+    #[test]
+    #[ignore = "needs the arm64 packages: run by tests/run"]
+    fn arm64_package_is_as_good_as_the_amd64_one() {
+        let arm64 = Debs::arm64();
+        assert_lintian_clean(&arm64.new);
+        assert_control_fields(&arm64, "arm64");
+        assert_eq!(
+            file_list(&arm64.new),
+            file_list(&Debs::amd64().new),
+            "the same files, modes and owners in both packages"
+        );
+    }
 
-#[test]
-#[ignore = "arm64 under qemu, minutes: run by tests/run"]
-fn arm64_package_deployed_by_ansible_on_an_arm64_host() {
-    deploy_fresh_host(Platform::BOOKWORM_ARM64, &Debs::arm64().new, false);
-}
+    #[test]
+    #[ignore = "arm64 under qemu, minutes: run by tests/run"]
+    fn arm64_package_lifecycle_on_an_arm64_systemd_host() {
+        package_lifecycle(Platform::BOOKWORM_ARM64, &Debs::arm64());
+    }
 
-#[test]
-#[ignore = "a Debian 13 host, minutes: run by tests/run"]
-fn debian13_host_deployed_by_ansible() {
-    deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new, false);
+    #[test]
+    #[ignore = "arm64 under qemu, minutes: run by tests/run"]
+    fn arm64_package_deployed_by_ansible_on_an_arm64_host() {
+        deploy_fresh_host(Platform::BOOKWORM_ARM64, &Debs::arm64().new, false);
+    }
+
+    #[test]
+    #[ignore = "a Debian 13 host, minutes: run by tests/run"]
+    fn debian13_host_deployed_by_ansible() {
+        deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new, false);
+    }
 }

@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::container::{Container, Image};
+use common::wait_until;
 use serde_json::Value;
 
 /// Put the binary, the units and the `shop` user in place, as the package will.
@@ -37,15 +38,8 @@ fn main_pid(host: &Container, unit: &str) -> u32 {
         .unwrap()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
+#[ignore = "container tier: root and systemd-nspawn; tests/run runs it"]
 fn shop_under_real_systemd() {
     let image = Image::shop_host();
     let host = Container::boot(&image, "shop-systemd");

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{add_item, client, Backend, PgCluster, Shop, TestDb};
@@ -77,57 +75,6 @@ fn a_socket_that_is_not_a_listening_tcp_socket_is_refused() {
     );
 }
 
-/// Collects what shop tells systemd, with when it arrived.
-struct NotifySocket {
-    path: String,
-    messages: Arc<Mutex<Vec<(Instant, String)>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl NotifySocket {
-    fn bind() -> NotifySocket {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify").display().to_string();
-        let socket = UnixDatagram::bind(&path).unwrap();
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&messages);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().unwrap().push((Instant::now(), text));
-            }
-        });
-        NotifySocket {
-            path,
-            messages,
-            _dir: dir,
-        }
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.messages.lock().unwrap().clone()
-    }
-
-    fn count(&self, what: &str, since: Instant) -> usize {
-        self.all()
-            .iter()
-            .filter(|(at, m)| *at >= since && m.lines().any(|l| l.starts_with(what)))
-            .count()
-    }
-
-    fn wait_for(&self, what: &str, since: Instant, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.count(what, since) > 0 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
 /// Liveness is the process, readiness is the database: started while PostgreSQL is down,
 /// shop is READY at once (serving 503s, saying so and since when on its status line),
 /// its watchdog pings never stop for an outage, and the status line follows the database.
@@ -136,13 +83,9 @@ async fn ready_status_and_watchdog_through_an_outage() {
     let cluster = PgCluster::start();
     let url = cluster.create_database("notify");
     cluster.stop();
-    let notify = NotifySocket::bind();
-    let settings = [
-        ("NOTIFY_SOCKET", notify.path.as_str()),
-        ("WATCHDOG_USEC", "1000000"),
-    ];
     let t0 = Instant::now();
-    let mut shop = Shop::start_socket_activated(&url, &settings);
+    let mut shop = Shop::start_socket_activated(&url, &[("WATCHDOG_USEC", "1000000")]);
+    let notify = shop.notifications();
 
     // READY=1 after the short start-up wait, not once the database is back.
     assert!(
@@ -150,11 +93,7 @@ async fn ready_status_and_watchdog_through_an_outage() {
         "{:?}",
         notify.all()
     );
-    let ready = notify
-        .all()
-        .into_iter()
-        .find(|(_, m)| m.contains("READY=1"))
-        .unwrap();
+    let ready = notify.first("READY=1", t0).unwrap();
     assert!(
         ready.0 - t0 < Duration::from_secs(3),
         "ready {:?} after start",

@@ -21,8 +21,8 @@ pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::run;
-pub use url::{Backend, DatabaseUrl};
 use url::Target;
+pub use url::{Backend, DatabaseUrl};
 
 /// The item store: a pool of either backend, and whether its database answers.
 #[derive(Clone, Debug)]

@@ -139,7 +139,10 @@ mod tests {
             shown("sqlite:/var/lib/shop/shop.db"),
             "sqlite:/var/lib/shop/shop.db"
         );
-        let debug = format!("{:?}", "postgres://a:pw@h/d".parse::<DatabaseUrl>().unwrap());
+        let debug = format!(
+            "{:?}",
+            "postgres://a:pw@h/d".parse::<DatabaseUrl>().unwrap()
+        );
         assert!(!debug.contains("pw"), "{debug}");
     }
 

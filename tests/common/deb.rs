@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::container::{Container, Image, Platform};
+use super::wait_until;
 
 /// An older and a newer build of the same package, for upgrade tests.
 pub struct Debs {
@@ -131,14 +132,6 @@ fn main_pids(host: &Container) -> Vec<String> {
             .to_owned()
         })
         .collect()
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A step of a long test and how long it took, printed as it ends (the cost of the

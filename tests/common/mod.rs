@@ -8,19 +8,19 @@ pub mod container;
 pub mod deb;
 pub mod load;
 pub mod nginx;
+pub mod notify;
 pub mod postgres;
 pub mod prometheus;
+pub mod shop;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use postgres::PgCluster;
+pub use shop::Shop;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
@@ -118,247 +118,11 @@ pub fn shop_command_without_config(dir: &std::path::Path) -> Command {
 }
 
 /// Keep the test process's own SHOP_*, logging and systemd variables away from shop.
-fn clean_environment(command: &mut Command) {
+pub fn clean_environment(command: &mut Command) {
     for (key, _) in std::env::vars() {
         let ours = key.starts_with("SHOP_") || key.starts_with("LISTEN_");
         if ours || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
             command.env_remove(key);
-        }
-    }
-}
-
-/// How a test starts shop.
-#[derive(Debug, Clone, Copy)]
-enum Launch {
-    /// shop binds `server.listen` itself.
-    Bind,
-    /// `systemd-socket-activate` passes a socket and starts shop on the first connection.
-    SocketActivate(u16),
-    /// The test holds the listening socket (this fd) and passes it as fd 3.
-    HeldSocket(i32),
-}
-
-/// A running `shop serve`, stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Shop {
-    child: Child,
-    pub url: String,
-    pub port: u16,
-    logs: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Shop {
-    /// Start `shop serve` on `database_url` with extra `SHOP_*` settings, and wait until it
-    /// says where it serves.
-    pub fn start(database_url: &str, settings: &[(&str, &str)]) -> Shop {
-        Shop::try_start(database_url, settings)
-            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
-    }
-
-    pub fn try_start(database_url: &str, settings: &[(&str, &str)]) -> Result<Shop, String> {
-        Shop::launch(database_url, settings, None)
-    }
-
-    /// Start `shop serve` under `systemd-socket-activate` on a free port: the socket is
-    /// passed as fd 3 and shop starts on the first connection, which this makes.
-    pub fn start_socket_activated(database_url: &str, settings: &[(&str, &str)]) -> Shop {
-        let port = free_port();
-        Shop::launch(database_url, settings, Some(port))
-            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
-    }
-
-    /// Start `shop serve` on a listening socket the test holds, passed as fd 3 the way
-    /// systemd passes `shop@PORT.socket`: the socket outlives the process, so a restart
-    /// refuses no connection (they wait in its backlog).
-    pub fn start_on_held_socket(
-        socket: &TcpListener,
-        database_url: &str,
-        settings: &[(&str, &str)],
-    ) -> Shop {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
-        Shop::launch_with(database_url, settings, Launch::HeldSocket(fd))
-            .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
-    }
-
-    fn launch(
-        database_url: &str,
-        settings: &[(&str, &str)],
-        activated_on: Option<u16>,
-    ) -> Result<Shop, String> {
-        let how = match activated_on {
-            Some(port) => Launch::SocketActivate(port),
-            None => Launch::Bind,
-        };
-        Shop::launch_with(database_url, settings, how)
-    }
-
-    fn launch_with(
-        database_url: &str,
-        settings: &[(&str, &str)],
-        how: Launch,
-    ) -> Result<Shop, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut env: Vec<(String, String)> = vec![
-            ("SHOP_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
-            ("SHOP_DATABASE__URL".into(), database_url.into()),
-            ("SHOP_SECURITY__SECRET".into(), SECRET.into()),
-            ("SHOP_LOG__LEVEL".into(), "info,sqlx=warn".into()),
-        ];
-        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let activated_on = match how {
-            Launch::SocketActivate(port) => Some(port),
-            _ => None,
-        };
-        let mut command = match how {
-            Launch::Bind => {
-                let mut command = shop_command(dir.path());
-                command.arg("serve").envs(env);
-                command
-            }
-            Launch::HeldSocket(fd) => {
-                // sh's $$ is the PID shop keeps after exec: LISTEN_PID must name it.
-                let shop = shop_command(dir.path());
-                let mut command = Command::new("sh");
-                clean_environment(&mut command);
-                command
-                    .arg("-c")
-                    .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-                    .arg(shop.get_program())
-                    .args(shop.get_args())
-                    .arg("serve")
-                    .envs(env)
-                    .current_dir(dir.path());
-                // SAFETY: only dup2 between fork and exec.
-                unsafe {
-                    std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                        if libc::dup2(fd, 3) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-                command
-            }
-            Launch::SocketActivate(port) => {
-                let shop = shop_command(dir.path());
-                let mut command = Command::new("systemd-socket-activate");
-                clean_environment(&mut command);
-                command.arg("-l").arg(format!("127.0.0.1:{port}"));
-                for (key, value) in env {
-                    command.arg("-E").arg(format!("{key}={value}"));
-                }
-                command
-                    .arg(shop.get_program())
-                    .args(shop.get_args())
-                    .arg("serve")
-                    .current_dir(dir.path());
-                command
-            }
-        };
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start shop");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("shop is serving at ").nth(1) {
-                    let _ = ready_tx.send(url.trim().trim_end_matches('/').to_owned());
-                }
-                let mut logs = sink.lock().unwrap();
-                if logs.len() > 8 << 20 {
-                    // A benchmark logs a lot: keep the most recent half.
-                    let cut = logs.len() / 2;
-                    let cut = logs[cut..].find('\n').map_or(cut, |i| cut + i + 1);
-                    logs.drain(..cut);
-                }
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        });
-        if let Some(port) = activated_on {
-            // The first connection makes systemd-socket-activate start shop.
-            std::thread::spawn(move || {
-                for _ in 0..100 {
-                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                        use std::io::Write;
-                        let _ = s.write_all(
-                            b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                        );
-                        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-        }
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => {
-                let port = url.rsplit(':').next().unwrap().parse().unwrap();
-                Ok(Shop {
-                    child,
-                    url,
-                    port,
-                    logs,
-                    _dir: dir,
-                })
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                let logs = logs.lock().unwrap().clone();
-                Err(logs)
-            }
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// `kill -9`: no chance to finish anything.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Send SIGTERM.
-    pub fn terminate(&self) {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-
-    /// Wait for the process to exit, at most `timeout`; its exit code.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.terminate();
-            if self.wait_exit(Duration::from_secs(10)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
         }
     }
 }
@@ -459,6 +223,25 @@ pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
 /// Send a request and give its body as JSON.
 pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Check every 50 ms until `check` holds, at most `timeout`; whether it did.
+pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Like `poll_until`, but a timeout fails the test, naming `what` it waited for.
+pub fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, check), "timed out waiting until {what}");
 }
 
 /// Poll `url` until it answers `status`, at most `timeout`.
