@@ -271,14 +271,7 @@ async fn passwords_and_secrets_are_never_printed() {
             ("SHOP_LOG__LEVEL", "debug"),
         ],
     );
-    let page = common::client()
-        .get(shop.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::get_text(&shop.url("/")).await.1;
     for printed in [text(&out), shop.logs(), page] {
         assert!(
             !printed.contains("hunter2") && !printed.contains(secret),

@@ -2,18 +2,13 @@
 
 mod common;
 
-use common::{add_item, client, open_form, post_form, Backend, Shop, TestDb};
+use common::{add_item, client, get_text, json_of, open_form, post_form, Backend, Shop, TestDb};
 use serde_json::{json, Value};
 
 fn start(backend: Backend) -> (TestDb, Shop) {
     let db = TestDb::new(backend);
     let shop = Shop::start(&db.url, &[]);
     (db, shop)
-}
-
-async fn get_text(url: &str) -> (u16, String) {
-    let response = client().get(url).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 async fn create_then_list_shows_every_field(backend: Backend) {
@@ -78,14 +73,7 @@ async fn bad_form_keeps_input_and_explains(backend: Backend) {
     assert!(html.contains("Please enter a name."));
     assert!(html.contains("between 0 and 1000000"));
 
-    let items: Value = client()
-        .get(shop.url("/api/items"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let items = json_of(client().get(shop.url("/api/items"))).await;
     assert_eq!(items["items"], json!([]), "nothing half-written");
 }
 
@@ -461,12 +449,8 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
         "/items/-1/edit",
     ] {
         let response = http.get(shop.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
-        let id = response.headers()["x-request-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let html = response.text().await.unwrap();
+        let (status, id, html) = common::answer_parts(response).await;
+        assert_eq!(status, 404, "{path}");
         assert!(
             html.contains("<h1>404 · Not Found</h1>") && html.contains(&id),
             "{path}: {html}"

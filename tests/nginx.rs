@@ -81,6 +81,23 @@ fn assert_writes_exact(report: &LoadReport, stored: &HashMap<String, usize>) {
     );
 }
 
+/// Print what a load did, and fail on any failed request (with nginx's view of it).
+fn assert_no_failure(what: &str, report: &LoadReport, nginx: &Nginx) {
+    println!(
+        "{what}: {} requests, {} POSTs acknowledged, slowest {:?}",
+        report.requests,
+        report.acknowledged.len(),
+        report.slowest
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{} failed requests, the first: {:?}\nnginx: {}",
+        report.failures.len(),
+        &report.failures[..report.failures.len().min(10)],
+        tail(&nginx.error_log(), 30)
+    );
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -262,19 +279,7 @@ async fn kill_9_of_an_instance_fails_no_request() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let report = load.await.unwrap();
-    println!(
-        "kill -9: {} requests, {} POSTs acknowledged, slowest {:?}",
-        report.requests,
-        report.acknowledged.len(),
-        report.slowest
-    );
-    assert!(
-        report.failures.is_empty(),
-        "{} failed requests, the first: {:?}\nnginx: {}",
-        report.failures.len(),
-        &report.failures[..report.failures.len().min(10)],
-        tail(&site.nginx.error_log(), 30)
-    );
+    assert_no_failure("kill -9", &report, &site.nginx);
     assert!(
         report.acknowledged.len() > 10,
         "the load did write: {report:?}"
@@ -325,19 +330,7 @@ async fn a_rolling_restart_fails_no_request() {
     stop.store(true, Ordering::SeqCst);
     let report = load.await.unwrap();
     drop(shops);
-    println!(
-        "rolling restart: {} requests, {} POSTs acknowledged, slowest {:?}",
-        report.requests,
-        report.acknowledged.len(),
-        report.slowest
-    );
-    assert!(
-        report.failures.is_empty(),
-        "{} failed requests, the first: {:?}\nnginx: {}",
-        report.failures.len(),
-        &report.failures[..report.failures.len().min(10)],
-        tail(&nginx.error_log(), 30)
-    );
+    assert_no_failure("rolling restart", &report, &nginx);
     assert!(report.acknowledged.len() > 10);
     assert_writes_exact(&report, &stored_names(PgCluster::shared(), &db.name));
 }

@@ -32,12 +32,8 @@ async fn database_outage_gives_503_and_recovers_without_a_restart() {
     cluster.stop();
     let started = std::time::Instant::now();
     let response = http.get(shop.url("/items")).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let html = response.text().await.unwrap();
+    let (status, request_id, html) = common::answer_parts(response).await;
+    assert_eq!(status, 503);
     assert!(
         html.contains("cannot reach its database") && html.contains(&request_id),
         "{html}"
@@ -77,14 +73,7 @@ async fn database_outage_gives_503_and_recovers_without_a_restart() {
         "serves again by itself:\n{}",
         shop.logs()
     );
-    let html = http
-        .get(shop.url("/items"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = common::get_text(&shop.url("/items")).await.1;
     assert!(html.contains("Survivor") && !html.contains("Lost?"));
     assert_eq!(common::status_of(http.get(shop.url("/readyz"))).await, 200);
     assert!(
@@ -166,12 +155,7 @@ async fn three_instances_start_at_once_on_an_empty_database(backend: Backend) {
         .collect();
     for shop in &shops {
         assert_eq!(
-            client()
-                .get(shop.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            common::status_of(client().get(shop.url("/readyz"))).await,
             200
         );
     }
@@ -244,12 +228,8 @@ async fn an_internal_error_shows_a_generic_page_and_logs_the_details() {
     let shop = Shop::start(&db.url, &[]);
     db.sql("ALTER TABLE items RENAME COLUMN description TO descr_broken");
     let response = client().get(shop.url("/items")).send().await.unwrap();
-    assert_eq!(response.status(), 500);
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let html = response.text().await.unwrap();
+    let (status, request_id, html) = common::answer_parts(response).await;
+    assert_eq!(status, 500);
     assert!(
         html.contains("Something went wrong on our side") && html.contains(&request_id),
         "{html}"
@@ -258,13 +238,15 @@ async fn an_internal_error_shows_a_generic_page_and_logs_the_details() {
         !html.contains("descr") && !html.contains("column"),
         "no internals leak: {html}"
     );
-    std::thread::sleep(Duration::from_millis(100));
-    let logs = shop.logs();
+    let logged = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains(&request_id) && l.contains("internal error") && l.contains("description")
+        })
+    };
     assert!(
-        logs.lines().any(|l| l.contains(&request_id)
-            && l.contains("internal error")
-            && l.contains("description")),
-        "the log line has the request id and the cause:\n{logs}"
+        common::poll_until(Duration::from_secs(2), || logged(&shop.logs())),
+        "the log line has the request id and the cause:\n{}",
+        shop.logs()
     );
 }
 
@@ -287,12 +269,7 @@ async fn readyz_waits_for_migrations_when_start_up_does_not_apply_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        client()
-            .get(shop.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(client().get(shop.url("/readyz"))).await,
         200
     );
 }
@@ -313,9 +290,9 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         session.cookie, body.len()).unwrap();
     let (first, rest) = body.split_at(body.len() / 2);
     stream.write_all(first.as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     shop.terminate();
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         TcpStream::connect(("127.0.0.1", shop.port)).is_err(),
         "no new connections once draining"
@@ -352,7 +329,7 @@ async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
     let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
     // Headers promising a body that never comes.
     write!(stream, "POST / HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = std::time::Instant::now();
     shop.terminate();
     assert_eq!(
@@ -380,9 +357,9 @@ async fn a_connection_accepted_just_before_sigterm_is_still_answered() {
     // Accepted by shop, but its request comes only after SIGTERM (as under a restart, when
     // a client connects at that moment).
     let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     shop.terminate();
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
         .unwrap();

@@ -30,14 +30,9 @@ async fn serves_on_the_socket_systemd_passes() {
         add_item(&shop, "Socket", "1", "activated").await.status(),
         303
     );
-    assert!(http
-        .get(shop.url("/items"))
-        .send()
+    assert!(common::get_text(&shop.url("/items"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .1
         .contains("activated"));
 }
 
@@ -55,15 +50,14 @@ fn a_socket_that_is_not_a_listening_tcp_socket_is_refused() {
         .spawn()
         .unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
+    let mut status = None;
+    let exited = common::poll_until(Duration::from_secs(20), || {
         let _ = udp.send_to(b"wake up", ("127.0.0.1", port));
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "shop did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(exited, "shop did not exit");
+    let status = status.unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(78), "{stderr}");
@@ -109,7 +103,7 @@ async fn ready_status_and_watchdog_through_an_outage() {
 
     // Watchdog pings every half interval while the database is down…
     let quiet_from = Instant::now();
-    std::thread::sleep(Duration::from_millis(2100));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(
         notify.count("WATCHDOG=1", quiet_from) >= 3,
         "pings while the database is down: {:?}",
@@ -143,7 +137,7 @@ async fn ready_status_and_watchdog_through_an_outage() {
         notify.all()
     );
     let still = Instant::now();
-    std::thread::sleep(Duration::from_millis(1100));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(notify.count("WATCHDOG=1", still) >= 1, "{:?}", notify.all());
     cluster.restart();
 
@@ -178,14 +172,9 @@ async fn an_idle_socket_activated_instance_exits_cleanly() {
 
     // Without a socket from systemd the setting is ignored: nothing would start it again.
     let shop = Shop::start(&db.url, &[("SHOP_SERVER__IDLE_EXIT_AFTER_SECS", "1")]);
-    std::thread::sleep(Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        client()
-            .get(shop.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        common::status_of(client().get(shop.url("/healthz"))).await,
         200
     );
     assert!(shop.logs().contains("idle_exit_after_secs is ignored"));

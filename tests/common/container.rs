@@ -332,20 +332,17 @@ impl Container {
     }
 
     fn wait_until_running(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let mut state = String::new();
+        let booted = super::poll_until(Duration::from_secs(60), || {
             let out = self.exec(&["systemctl", "is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if state == "running" || state == "degraded" {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container did not boot ({state}):\n{}",
-                self.console()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            state == "running" || state == "degraded"
+        });
+        assert!(
+            booted,
+            "the container did not boot ({state}):\n{}",
+            self.console()
+        );
     }
 
     pub fn console(&self) -> String {
@@ -645,17 +642,11 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = self.exec(&["systemctl", "poweroff"]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.nspawn.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if self.nspawn.try_wait().ok().flatten().is_none() {
-            let _ = self.nspawn.kill();
-            let _ = self.nspawn.wait();
-        }
+        super::poll_until(Duration::from_secs(30), || {
+            self.nspawn.try_wait().ok().flatten().is_some()
+        });
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
         let _ = Command::new("umount").arg(&self.root).status();
         let _ = Command::new("sh")
             .args(["-c", "rmdir /run/systemd/nspawn/propagate/* /run/systemd/nspawn/incoming 2>/dev/null; true"])

@@ -220,6 +220,22 @@ pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
+/// GET `url`: its status and its body.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let response = client().get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A response's status, the request id it carries, and its body (an error page's parts).
+pub async fn answer_parts(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, request_id, response.text().await.unwrap())
+}
+
 /// Send a request and give its body as JSON.
 pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
@@ -237,6 +253,18 @@ pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Stop a child process by PID: SIGTERM, up to `grace` to exit, then SIGKILL.
+pub fn stop_child(child: &mut std::process::Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    poll_until(grace, || child.try_wait().ok().flatten().is_some());
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Like `poll_until`, but a timeout fails the test, naming `what` it waited for.

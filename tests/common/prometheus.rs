@@ -2,7 +2,7 @@
 //! free local port with its data in a temp dir, stopped by the test by PID; and promtool.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -46,15 +46,8 @@ impl Prometheus {
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !prometheus.is_ready() {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus did not start:\n{}",
-                prometheus.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let ready = super::poll_until(Duration::from_secs(30), || prometheus.is_ready());
+        assert!(ready, "prometheus did not start:\n{}", prometheus.log());
         prometheus
     }
 
@@ -94,17 +87,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_child(&mut self.child, Duration::from_secs(10));
     }
 }
 

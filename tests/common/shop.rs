@@ -163,12 +163,7 @@ impl Shop {
 
 impl Drop for Shop {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.terminate();
-            if self.wait_exit(Duration::from_secs(10)).is_none() {
-                self.kill9();
-            }
-        }
+        super::stop_child(&mut self.child, Duration::from_secs(10));
     }
 }
 
