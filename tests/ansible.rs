@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ansible::{ansible, deploy, deploy_fresh_host, repo, said};
+use common::ansible::{ansible, deploy, deploy_fresh_host, repo, said, Layout};
 use common::container::{unix_now, Answer, Answers, Container, Platform};
 use common::deb::Debs;
 
@@ -51,6 +51,16 @@ fn render(inventory: &str) -> (tempfile::TempDir, impl Fn(&str) -> String) {
     })
 }
 
+/// The value of SHOP_INSTANCES in an /etc/default/shop.
+fn instance_list(default_file: &str) -> String {
+    default_file
+        .lines()
+        .find_map(|l| l.strip_prefix("SHOP_INSTANCES="))
+        .expect("a SHOP_INSTANCES line")
+        .trim_matches('"')
+        .to_owned()
+}
+
 #[test]
 #[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn the_templates_serve_one_host_and_several() {
@@ -67,6 +77,12 @@ fn the_templates_serve_one_host_and_several() {
     );
     assert!(file("shop.toml-pi")
         .contains(r#"url = "postgres://shop@localhost/shop?host=/var/run/postgresql""#));
+    let packaged_instances = std::fs::read_to_string(repo().join("packaging/default")).unwrap();
+    assert_eq!(
+        instance_list(&file("default-pi")),
+        instance_list(&packaged_instances),
+        "one host: the instances the package lists itself"
+    );
 
     let (_keep, file) = render("two-app-hosts.ini");
     let servers: Vec<String> = file("upstream-web1.conf")
@@ -74,16 +90,17 @@ fn the_templates_serve_one_host_and_several() {
         .filter(|l| l.trim_start().starts_with("server "))
         .map(|l| l.trim().to_owned())
         .collect();
-    assert_eq!(
-        servers,
-        [
-            "server 10.0.0.11:8001 max_fails=3 fail_timeout=5s;",
-            "server 10.0.0.11:8002 max_fails=3 fail_timeout=5s;",
-            "server 10.0.0.11:8003 max_fails=3 fail_timeout=5s;",
-            "server 10.0.0.12:8001 max_fails=3 fail_timeout=5s;",
-            "server 10.0.0.12:8002 max_fails=3 fail_timeout=5s;",
-        ]
-    );
+    // The options of each line are the packaged upstream's.
+    let options = package_default
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server 127.0.0.1:8001 "))
+        .unwrap();
+    let expected: Vec<String> = ["10.0.0.11:8001", "10.0.0.11:8002", "10.0.0.11:8003"]
+        .iter()
+        .chain(&["10.0.0.12:8001", "10.0.0.12:8002"])
+        .map(|server| format!("server {server} {options}"))
+        .collect();
+    assert_eq!(servers, expected);
     let hba: Vec<String> = file("pg_hba-db1.conf")
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -96,6 +113,7 @@ fn the_templates_serve_one_host_and_several() {
         ]
     );
     assert!(file("listen.conf-app2").contains("ListenStream=10.0.0.12:%i"));
+    assert_eq!(instance_list(&file("default-app2")), "8001 8002");
     assert!(
         file("shop.toml-app1").contains("@10.0.0.20/shop"),
         "app hosts reach the database host over TCP"
@@ -113,7 +131,11 @@ fn the_templates_serve_one_host_and_several() {
 #[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     let debs = Debs::amd64();
-    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, true);
+    let layout = Layout {
+        monitoring: true,
+        ..Layout::DEFAULT
+    };
+    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, layout);
     let (host, home) = (&deployed.host, deployed.home.path());
     prometheus_scrapes_the_instances(host);
     assert_eq!(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::ansible::deploy_fresh_host;
+use common::ansible::{deploy, deploy_fresh_host, running_instances, Layout};
 use common::container::Platform;
 use common::deb::{
     assert_control_fields, assert_lintian_clean, file_list, package_lifecycle, Debs,
@@ -43,12 +43,32 @@ mod other_platforms {
     #[test]
     #[ignore = "arm64 under qemu, minutes: run by tests/run"]
     fn arm64_package_deployed_by_ansible_on_an_arm64_host() {
-        deploy_fresh_host(Platform::BOOKWORM_ARM64, &Debs::arm64().new, false);
+        deploy_fresh_host(
+            Platform::BOOKWORM_ARM64,
+            &Debs::arm64().new,
+            Layout::DEFAULT,
+        );
     }
 
     #[test]
     #[ignore = "a Debian 13 host, minutes: run by tests/run"]
-    fn debian13_host_deployed_by_ansible() {
-        deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new, false);
+    fn debian13_host_deployed_by_ansible_with_two_instances_then_one() {
+        // Two instances: the package's postinst must start only those (the playbook writes
+        // /etc/default/shop before the package installs), and nginx balances only those.
+        let two = Layout {
+            instances: &[8001, 8002],
+            ..Layout::DEFAULT
+        };
+        let deployed = deploy_fresh_host(Platform::TRIXIE_AMD64, &Debs::amd64().new, two);
+        let (host, home) = (&deployed.host, deployed.home.path());
+        let upstream = host.sh("grep -c '^ *server ' /etc/nginx/snippets/shop-upstream.conf");
+        assert_eq!(upstream.trim(), "2", "nginx balances the two instances");
+
+        // One instance fewer: the one no longer listed is stopped and disabled.
+        let one = ["-e", r#"{"shop_instances": [8001]}"#];
+        assert!(deploy(host, home, &Debs::amd64().new, &one) > 0);
+        assert_eq!(running_instances(host), [8001]);
+        let upstream = host.sh("grep -c '^ *server ' /etc/nginx/snippets/shop-upstream.conf");
+        assert_eq!(upstream.trim(), "1");
     }
 }

@@ -57,20 +57,40 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Write the inventory `deploy` uses: the container in every group, and in shop_monitor
-/// too (Prometheus) with `monitoring`.
-pub fn write_inventory(host: &Container, home: &Path, monitoring: bool) {
-    let monitor = if monitoring {
+/// What a test deployment puts on its one host.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// The host is in shop_monitor too (Prometheus).
+    pub monitoring: bool,
+    /// The instances' ports (the inventory's `shop_instances`).
+    pub instances: &'static [u16],
+}
+
+impl Layout {
+    /// The default: three instances, no monitoring.
+    pub const DEFAULT: Layout = Layout {
+        monitoring: false,
+        instances: &[8001, 8002, 8003],
+    };
+}
+
+/// Write the inventory `deploy` uses: the container in every group (and in shop_monitor
+/// with `layout.monitoring`), with `layout.instances`.
+pub fn write_inventory(host: &Container, home: &Path, layout: Layout) {
+    let monitor = if layout.monitoring {
         "[shop_monitor]\ntesthost\n"
     } else {
         ""
     };
+    let instances: Vec<String> = layout.instances.iter().map(u16::to_string).collect();
     std::fs::write(
         home.join("inventory.ini"),
         format!(
             "[shop_app]\ntesthost ansible_connection=community.docker.nsenter ansible_nsenter_pid={} \
-             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su\n[shop_db]\ntesthost\n[shop_web]\ntesthost\n{monitor}",
-            host.pid1
+             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su shop_instances=\"[{}]\"\n\
+             [shop_db]\ntesthost\n[shop_web]\ntesthost\n{monitor}",
+            host.pid1,
+            instances.join(", ")
         ),
     )
     .unwrap();
@@ -118,6 +138,23 @@ pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 
         .unwrap()
 }
 
+/// The ports of the instances whose sockets are active or enabled on `host`.
+pub fn running_instances(host: &Container) -> Vec<u16> {
+    let units = host.sh(
+        "{ systemctl list-units --plain --no-legend --state=active 'shop@*.socket' | cut -d ' ' -f 1; \
+           find /etc/systemd/system -path '*.wants/shop@*.socket' -printf '%f\\n'; } | sort -u",
+    );
+    units
+        .lines()
+        .filter_map(|unit| {
+            unit.strip_prefix("shop@")?
+                .strip_suffix(".socket")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// A host deployed by the playbook, with what keeps it reachable.
 pub struct Deployed {
     pub host: Container,
@@ -125,16 +162,16 @@ pub struct Deployed {
     _relay: MirrorRelay,
 }
 
-/// Boot a fresh host of `platform`, deploy `deb` onto it (PostgreSQL, the package, three
-/// instances, nginx), and check it as a person would: a form posted through nginx on port
-/// 80, the item listed and stored in PostgreSQL, all three instances answering; then a
-/// second run that changes nothing. With `monitoring`, the host is in shop_monitor too.
-pub fn deploy_fresh_host(platform: Platform, deb: &Path, monitoring: bool) -> Deployed {
+/// Boot a fresh host of `platform`, deploy `deb` onto it (PostgreSQL, the package, the
+/// instances of `layout`, nginx), and check it as a person would: a form posted through
+/// nginx on port 80, the item listed and stored in PostgreSQL, every instance answering
+/// and no other one running; then a second run that changes nothing.
+pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Deployed {
     let step = Step::start(platform, "boot the host");
     let home = tempfile::tempdir().unwrap();
     let host = Container::boot(&Image::shop_host_on(platform), "shop-ansible");
     let relay = host.relay_apt_to_mirror();
-    write_inventory(&host, home.path(), monitoring);
+    write_inventory(&host, home.path(), layout);
     drop(step);
 
     let step = Step::start(platform, "first playbook run");
@@ -153,10 +190,16 @@ pub fn deploy_fresh_host(platform: Platform, deb: &Path, monitoring: bool) -> De
         for i in $(seq 1 30); do curl -s -o /dev/null -D - http://127.0.0.1/healthz | grep -i '^x-shop-instance'; done | sort -u | wc -l"#,
     );
     let lines: Vec<&str> = flow.lines().collect();
+    let instances = layout.instances.len().to_string();
     assert_eq!(
         lines,
-        ["303 http://127.0.0.1/items", "1", "3"],
-        "303 to the list, the item listed, all three instances answer"
+        ["303 http://127.0.0.1/items", "1", instances.as_str()],
+        "303 to the list, the item listed, every instance answers"
+    );
+    assert_eq!(
+        running_instances(&host),
+        layout.instances,
+        "the instances listed run, and no other (the package's own list included)"
     );
     let rows = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name = 'Deployed by Ansible' AND quantity = 7\"");
     assert_eq!(rows.trim(), "1", "PostgreSQL holds the row");
