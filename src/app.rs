@@ -223,14 +223,20 @@ fn csrf_key(settings: &Settings) -> CsrfKey {
     }
 }
 
-/// `shop migrate`.
-pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+/// The store of `database.url`, reached (not migrated): for the one-shot commands.
+pub(crate) async fn reach_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = &settings.database.url;
     let store = Store::connect(url, settings.database.pool_size());
     store
         .reach(false)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
+    Ok(store)
+}
+
+/// `shop migrate`.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let store = reach_store(&settings).await?;
     let before = store.migration_state().await?;
     store.migrate().await.context("applying migrations")?;
     println!(
@@ -298,10 +304,14 @@ async fn report_migrations(store: &Store, migrate_on_start: bool) -> bool {
         }
         Ok(state) if !state.unknown.is_empty() => {
             println!(
-                "  migrations:    the database has migrations this binary does not know ({:?}): a newer shop ran here",
+                "  migrations:    schema {}, newer than this shop knows ({:?} from a newer shop): it works on it,",
+                state.schema(),
                 state.unknown
             );
-            false
+            println!(
+                "                 as migrations only add; see README, \"Backups and rollback\""
+            );
+            true
         }
         Ok(state) if state.is_current() => {
             println!(

@@ -27,6 +27,7 @@ pub struct Settings {
     #[serde(default)]
     pub security: SecuritySettings,
     pub log: LogSettings,
+    pub backup: BackupSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +81,15 @@ pub struct SecuritySettings {
 pub struct LogSettings {
     /// A tracing filter such as `info` or `shop=debug,sqlx=warn` (`RUST_LOG` wins).
     pub level: LogFilter,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Where `shop backup` writes (and `shop-backup.service` keeps) backups.
+    pub dir: PathBuf,
+    /// How many backups `shop backup` keeps in `dir`; older ones are removed.
+    pub keep: usize,
 }
 
 /// A string that never shows up in `Debug` output or logs.
@@ -213,6 +223,9 @@ impl Settings {
                 return bad(key, "must be at least 1".into());
             }
         }
+        if self.backup.keep == 0 {
+            return bad("backup.keep", "must be at least 1".into());
+        }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1".into());
         }
@@ -263,7 +276,9 @@ impl ServerSettings {
 }
 
 /// The top-level keys: `SHOP_<KEY>…` variables for anything else are not settings.
-const TOP_LEVEL_KEYS: &[&str] = &["instance", "server", "database", "security", "log"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "instance", "server", "database", "security", "log", "backup",
+];
 
 /// The `SHOP_*` environment variables that are settings. Others (a deployment's own
 /// `SHOP_SOMETHING`) are left alone, with a warning on stderr naming them, since a
@@ -310,6 +325,10 @@ startup_wait_secs = 1
 
 [log]
 level = "info"
+
+[backup]
+dir = "/var/backups/shop"
+keep = 7
 "#;
 
 #[cfg(test)]

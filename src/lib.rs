@@ -2,6 +2,7 @@
 //! everything else is one module per concern.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod items;

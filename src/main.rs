@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shop::config::Settings;
 use shop::systemd::Handover;
-use shop::{app, telemetry};
+use shop::{app, backup, telemetry};
 
 /// A small items shop: add items for sale and list them.
 #[derive(Parser)]
@@ -27,6 +27,23 @@ enum Command {
     Migrate,
     /// Check the configuration, the database and its migrations, and say what to fix
     Check,
+    /// Write a backup of every item (a consistent snapshot; the instances keep serving)
+    Backup {
+        /// A file to write, or a directory to name one in [default: backup.dir]
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Only when this shop has migrations the database lacks (before an upgrade)
+        #[arg(long)]
+        if_migrations_pending: bool,
+    },
+    /// Replace the database's items with those of a backup
+    Restore {
+        /// The backup file
+        path: PathBuf,
+        /// Replace the items the database holds
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +80,15 @@ fn main() -> ExitCode {
             }
             Command::Migrate => app::migrate(settings).await.map(|()| true),
             Command::Check => Ok(app::check(settings, file).await),
+            Command::Backup {
+                output,
+                if_migrations_pending,
+            } => backup::backup(&settings, output.as_deref(), if_migrations_pending)
+                .await
+                .map(|()| true),
+            Command::Restore { path, force } => backup::restore(&settings, &path, force)
+                .await
+                .map(|()| true),
         }
     });
     match outcome {

@@ -182,7 +182,7 @@ fn check_says_what_works_and_what_to_fix() {
         "{report}"
     );
     assert!(
-        report.contains("2 pending: 1 create items, 2 idempotency key"),
+        report.contains("3 pending: 1 create items, 2 idempotency key, 3 updated at"),
         "{report}"
     );
     assert!(
@@ -196,7 +196,7 @@ fn check_says_what_works_and_what_to_fix() {
 
     let out = run(dir.path(), &["migrate"], &[("SHOP_DATABASE__URL", &db)]);
     assert!(
-        out.status.success() && text(&out).contains("applied 2 migration(s)"),
+        out.status.success() && text(&out).contains("applied 3 migration(s)"),
         "{}",
         text(&out)
     );
@@ -209,8 +209,37 @@ fn check_says_what_works_and_what_to_fix() {
     let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &db)]);
     let report = text(&out);
     assert!(
-        report.contains("2 applied, up to date") && report.contains("security.secret: NOT SET"),
+        report.contains("3 applied, up to date") && report.contains("security.secret: NOT SET"),
         "{report}"
+    );
+
+    // A newer shop migrated this database, then was downgraded: migrations only add, so
+    // this one says so and is content (and serves: tests/resilience.rs).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99, 'from the future', 1, x'00', 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &db)]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("schema 99, newer than this shop knows ([99] from a newer shop)"),
+        "{report}"
+    );
+    let shop = common::Shop::start(&db, &[]);
+    let ready = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(shop.url("/readyz"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ready.stdout),
+        "200",
+        "an older shop serves a newer schema"
     );
 
     let pending = format!("sqlite:{}", dir.path().join("pending.db").display());

@@ -1,5 +1,6 @@
 //! The unit files as systemd itself reads them: `systemd-analyze verify` on instance
-//! names (no warning allowed) and `systemd-analyze security` at most 1.5.
+//! names and the backup timer (no warning allowed), and `systemd-analyze security` at
+//! most 1.5 for the instances and the backup service.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,8 +19,15 @@ fn unit_tree() -> tempfile::TempDir {
         .unwrap();
     assert!(status.success());
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
-    for unit in ["shop@.socket", "shop@.service", "shop.target"] {
-        std::fs::copy(units.join(unit), r.join("etc/systemd/system").join(unit)).unwrap();
+    for unit in [
+        "shop@.socket",
+        "shop@.service",
+        "shop.target",
+        "backup/shop-backup.service",
+        "backup/shop-backup.timer",
+    ] {
+        let name = Path::new(unit).file_name().unwrap();
+        std::fs::copy(units.join(unit), r.join("etc/systemd/system").join(name)).unwrap();
     }
     std::fs::copy(env!("CARGO_BIN_EXE_shop"), r.join("usr/bin/shop")).unwrap();
     root
@@ -37,6 +45,8 @@ fn units_verify_without_a_warning() {
             "shop@8002.service",
             "shop@8002.socket",
             "shop.target",
+            "shop-backup.service",
+            "shop-backup.timer",
         ])
         .output()
         .unwrap();
@@ -52,12 +62,18 @@ fn units_verify_without_a_warning() {
 }
 
 #[test]
-fn the_service_is_hardened_to_at_most_1_5() {
+fn the_services_are_hardened_to_at_most_1_5() {
     let root = unit_tree();
+    for unit in ["shop@8001.service", "shop-backup.service"] {
+        assert_exposure_at_most_1_5(root.path(), unit);
+    }
+}
+
+fn assert_exposure_at_most_1_5(root: &Path, unit: &str) {
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=15"])
-        .arg(format!("--root={}", root.path().display()))
-        .arg("shop@8001.service")
+        .arg(format!("--root={}", root.display()))
+        .arg(unit)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -65,8 +81,8 @@ fn the_service_is_hardened_to_at_most_1_5() {
         .lines()
         .find(|l| l.contains("Overall exposure level"))
         .unwrap_or_default();
-    println!("{overall}");
-    assert!(out.status.success(), "exposure above 1.5:\n{text}");
+    println!("{unit}: {overall}");
+    assert!(out.status.success(), "{unit}: exposure above 1.5:\n{text}");
     let score: f64 = overall
         .split(':')
         .nth(1)
@@ -74,5 +90,5 @@ fn the_service_is_hardened_to_at_most_1_5() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(score <= 1.5, "{overall}");
+    assert!(score <= 1.5, "{unit}: {overall}");
 }

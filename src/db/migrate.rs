@@ -3,14 +3,25 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 
 use super::queries::{self, run};
 use super::{Pool, Store, StoreError, StoreResult};
 
-static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
-static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The migrations, embedded. Applied migrations this binary does not know are ignored:
+/// migrations only add (columns, indexes), so after a downgrade the older shop keeps
+/// working on the newer schema (README: "Backups and rollback").
+static POSTGRES: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/postgres")));
+static SQLITE: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/sqlite")));
+
+fn tolerant(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// How far the database's schema is from the one this binary expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +36,11 @@ impl MigrationState {
     pub fn is_current(&self) -> bool {
         self.pending.is_empty()
     }
+
+    /// The schema version the database is at: its newest applied migration (0: none).
+    pub fn schema(&self) -> i64 {
+        self.applied.iter().copied().max().unwrap_or(0)
+    }
 }
 
 impl Store {
@@ -35,9 +51,14 @@ impl Store {
         }
     }
 
+    /// The newest schema version this binary knows.
+    pub fn known_schema(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     /// Apply pending migrations. PostgreSQL serialises concurrent runs with an advisory
-    /// lock (sqlx takes it); SQLite has none, so an exclusive `flock` on the database file
-    /// does the same there (SQLite's own locks are `fcntl` locks and do not conflict).
+    /// lock (sqlx takes it); SQLite has none, so an exclusive `flock` on a lock file next
+    /// to the database (`shop.db.migrate-lock`) does the same there.
     pub async fn migrate(&self) -> StoreResult<()> {
         match &self.pool {
             Pool::Postgres(pool) => POSTGRES.run(pool).await?,
@@ -46,8 +67,12 @@ impl Store {
                     let mut conn = pool.acquire().await?;
                     database_file(&mut conn).await?
                 };
+                // A file of its own, never the database: closing any descriptor of the
+                // database file would drop SQLite's own (fcntl) locks on it, and another
+                // process closing its last connection would then take the database for
+                // unused, checkpoint it and delete the WAL this process still writes to.
                 let _lock = match path {
-                    Some(path) => Some(lock_exclusive(path).await?),
+                    Some(path) => Some(lock_exclusive(format!("{path}.migrate-lock")).await?),
                     None => None,
                 };
                 SQLITE.run(pool).await?;
@@ -100,7 +125,7 @@ async fn lock_exclusive(path: String) -> StoreResult<File> {
     let locked = tokio::task::spawn_blocking({
         let path = path.clone();
         move || {
-            let file = File::open(&path)?;
+            let file = File::options().create(true).append(true).open(&path)?;
             // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -6,6 +6,7 @@
 mod availability;
 mod migrate;
 mod queries;
+mod snapshot;
 mod url;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::run;
+pub use snapshot::{BackupRow, Exported};
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
 
@@ -272,7 +274,7 @@ impl Store {
     /// Replace an item's fields; `None` when there is no such item.
     pub async fn update_item(&self, id: i64, item: &NewItem) -> StoreResult<Option<Item>> {
         Ok(
-            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, id)?,
+            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), id)?,
         )
     }
 

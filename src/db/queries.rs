@@ -70,11 +70,30 @@ pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(
 );
 
 pub const UPDATE: Sql = Sql::same(
-    "UPDATE items SET name = $1, quantity = $2, description = $3 WHERE id = $4 \
+    "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4 WHERE id = $5 \
      RETURNING id, name, quantity, description, date_added",
 );
 
 pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
+
+/// For backups: every column of every item, in id order (`BackupRow`).
+pub const EXPORT: Sql = Sql::same(
+    "SELECT id, name, quantity, description, date_added, updated_at, idempotency_key \
+     FROM items ORDER BY id",
+);
+
+/// For a backup's snapshot: PostgreSQL's transaction sees one moment throughout. (SQLite's
+/// read transaction in WAL mode does so by itself from its first read.)
+pub const SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+pub const COUNT: Sql = Sql::same("SELECT COUNT(*) FROM items");
+
+pub const DELETE_ALL: Sql = Sql::same("DELETE FROM items");
+
+/// For a restore: the next new item's id follows the restored ones. (SQLite's
+/// AUTOINCREMENT counter follows explicit ids by itself.)
+pub const FOLLOW_IDS: &str = "SELECT setval(pg_get_serial_sequence('items', 'id'), \
+     COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM items";
 
 /// Run a statement on the store's pool: `run!(store, SQL, execute, args…)` for a plain
 /// statement (gives the number of rows affected), `run!(store, as SQL, fetch_one, args…)`

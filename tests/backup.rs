@@ -1,0 +1,355 @@
+//! Backups with the real binary next to a serving instance, on both backends: a backup
+//! taken under write load, the database destroyed, restored, and every acknowledged item
+//! back with identical fields; and the restores refused (a truncated file, a newer
+//! schema, items already there) that change nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{client, json_of, shop_command, Backend, PgCluster, Shop, TestDb};
+use serde_json::{json, Value};
+
+/// `shop ARGS` against `db`, from `dir`.
+fn shop(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
+    shop_command(dir)
+        .env("SHOP_DATABASE__URL", &db.url)
+        .env("SHOP_BACKUP__DIR", dir.join("backups"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The backups in `dir`/backups, oldest first.
+fn backups(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("backups"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Every item, through the API, by id.
+async fn all_items(shop: &Shop) -> Vec<Value> {
+    let mut items = Vec::new();
+    for page in 1.. {
+        let url = shop.url(&format!("/api/items?per_page=1000&page={page}"));
+        let body = json_of(client().get(url)).await;
+        items.extend(body["items"].as_array().unwrap().iter().cloned());
+        if body["next_page"].is_null() {
+            break;
+        }
+    }
+    items.sort_by_key(|item| item["id"].as_i64());
+    items
+}
+
+/// Items created through the API until `stop`, each with when it was acknowledged, and
+/// how many requests failed.
+async fn write_load(url: String, stop: Arc<AtomicBool>) -> (Vec<(Instant, Value)>, Vec<String>) {
+    let http = client();
+    let (mut created, mut failures) = (Vec::new(), Vec::new());
+    for n in 0..5_000 {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let item = json!({"name": format!("load {n}"), "quantity": n % 1000, "description": "written during the backup"});
+        match http.post(&url).json(&item).send().await {
+            Ok(r) if r.status() == 201 => created.push((Instant::now(), r.json().await.unwrap())),
+            Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap())),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    (created, failures)
+}
+
+/// Lose the database: PostgreSQL's is dropped and made again, empty; SQLite's files go.
+fn destroy(db: &TestDb) {
+    match db.backend {
+        Backend::Postgres => {
+            let cluster = PgCluster::shared();
+            cluster.psql_in(
+                "postgres",
+                &format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name),
+            );
+            cluster.psql_in("postgres", &format!("CREATE DATABASE \"{}\"", db.name));
+        }
+        Backend::Sqlite => {
+            let file = db.url.strip_prefix("sqlite:").unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{file}{suffix}"));
+            }
+        }
+    }
+}
+
+async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let shop_process = Shop::start(&db.url, &[]);
+    let http = client();
+    for n in 0..40 {
+        let item = json!({"name": format!("before {n}"), "quantity": n, "description": "ünïcode & <b>\"quotes\"</b>"});
+        let response = http
+            .post(shop_process.url("/api/items"))
+            .json(&item)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_load(
+        shop_process.url("/api/items"),
+        Arc::clone(&stop),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup_began = Instant::now();
+    let out = shop(dir.path(), &db, &["backup"]);
+    let backup_ended = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (created, failures) = load.await.unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        failures.is_empty(),
+        "the backup failed no request: {failures:?}"
+    );
+    let before_backup: Vec<&Value> = created
+        .iter()
+        .filter(|(at, _)| *at < backup_began)
+        .map(|(_, item)| item)
+        .collect();
+    assert!(
+        !before_backup.is_empty(),
+        "items were written under load before the backup"
+    );
+    let [file] = &backups(dir.path())[..] else {
+        panic!("one backup: {:?}", backups(dir.path()))
+    };
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("shop-") && name.ends_with("-schema3.backup"),
+        "{name}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "only the shop group may read a backup");
+    let everything_before = all_items(&shop_process).await;
+
+    // The database is lost. (PostgreSQL's instance keeps running through it; SQLite's
+    // holds the deleted file open, so it is stopped and started again.)
+    let shop_process = match backend {
+        Backend::Sqlite => {
+            drop(shop_process);
+            destroy(&db);
+            None
+        }
+        Backend::Postgres => {
+            destroy(&db);
+            Some(shop_process)
+        }
+    };
+    let out = shop(dir.path(), &db, &["restore", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", said(&out));
+    let shop_process = match shop_process {
+        Some(running) => running,
+        None => Shop::start(&db.url, &[]),
+    };
+    assert!(
+        common::wait_for_status(
+            &http,
+            &shop_process.url("/readyz"),
+            200,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the instance serves the restored database"
+    );
+    let restored = all_items(&shop_process).await;
+
+    // Every item acknowledged before the backup began is back, field for field; nothing
+    // is there that was written after it ended; and the restore is all of the backup.
+    for item in before_backup
+        .iter()
+        .copied()
+        .chain(&everything_before[..40])
+    {
+        assert!(restored.contains(item), "{item} is back as it was");
+    }
+    let acknowledged_by_end: Vec<&Value> = everything_before[..40]
+        .iter()
+        .chain(
+            created
+                .iter()
+                .filter(|(at, _)| *at < backup_ended)
+                .map(|(_, item)| item),
+        )
+        .collect();
+    for item in &restored {
+        assert!(
+            acknowledged_by_end.contains(&item),
+            "{item} was acknowledged before the backup ended"
+        );
+    }
+    let lines = std::fs::read_to_string(file).unwrap().lines().count();
+    assert_eq!(restored.len(), lines - 2, "the restore is the whole backup");
+
+    // New items continue after the restored ids.
+    let response = http
+        .post(shop_process.url("/api/items"))
+        .json(&json!({"name": "after", "quantity": 1, "description": "the restore"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert!(id > restored.last().unwrap()["id"].as_i64().unwrap());
+}
+
+async fn a_restore_refuses_what_it_cannot_trust_and_changes_nothing(backend: Backend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let shop_process = Shop::start(&db.url, &[]);
+    for n in 0..3 {
+        let item = json!({"name": format!("kept {n}"), "quantity": n, "description": "x"});
+        let response = client()
+            .post(shop_process.url("/api/items"))
+            .json(&item)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let out = shop(dir.path(), &db, &["backup"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let backup = backups(dir.path()).pop().unwrap();
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let items = all_items(&shop_process).await;
+
+    let truncated = dir.path().join("truncated.backup");
+    std::fs::write(&truncated, &text[..text.len() - 25]).unwrap();
+    let newer = dir.path().join("newer.backup");
+    std::fs::write(&newer, text.replacen("\"schema\":3", "\"schema\":99", 1)).unwrap();
+    let not_a_backup = dir.path().join("notes.txt");
+    std::fs::write(&not_a_backup, "hello\n").unwrap();
+    let cases = [
+        (&truncated, true, "truncated"),
+        (
+            &newer,
+            true,
+            "a backup of schema 99, newer than this shop knows (3)",
+        ),
+        (&not_a_backup, true, "is not a shop backup"),
+        (
+            &backup,
+            false,
+            "the database holds 3 items: `shop restore --force",
+        ),
+    ];
+    for (file, force, expected) in cases {
+        let mut args = vec!["restore", file.to_str().unwrap()];
+        if force {
+            args.insert(1, "--force");
+        }
+        let out = shop(dir.path(), &db, &args);
+        assert!(!out.status.success(), "{args:?} is refused");
+        assert!(said(&out).contains(expected), "{args:?}: {}", said(&out));
+        assert_eq!(
+            all_items(&shop_process).await,
+            items,
+            "{args:?} changed nothing"
+        );
+    }
+
+    // With --force, the backup replaces what is there.
+    client()
+        .delete(shop_process.url("/api/items/2"))
+        .send()
+        .await
+        .unwrap();
+    let out = shop(
+        dir.path(),
+        &db,
+        &["restore", "--force", backup.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(all_items(&shop_process).await, items);
+}
+
+async fn backups_are_pruned_to_the_newest_kept(backend: Backend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let out = shop(dir.path(), &db, &["backup"]);
+    assert!(
+        said(&out).contains("no shop schema yet"),
+        "a database nobody migrated: {}",
+        said(&out)
+    );
+    assert!(shop(dir.path(), &db, &["migrate"]).status.success());
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        let out = shop_command(dir.path())
+            .env("SHOP_DATABASE__URL", &db.url)
+            .env("SHOP_BACKUP__DIR", dir.path().join("backups"))
+            .env("SHOP_BACKUP__KEEP", "2")
+            .arg("backup")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", said(&out));
+        made.push(backups(dir.path()).last().unwrap().clone());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(backups(dir.path()), made[2..], "the two newest are kept");
+}
+
+both_backends!(
+    a_backup_under_load_restores_every_acknowledged_item,
+    a_restore_refuses_what_it_cannot_trust_and_changes_nothing,
+    backups_are_pruned_to_the_newest_kept,
+);
+
+/// Another process that opens the SQLite database and closes it again (`shop backup`,
+/// `shop migrate`, an instance stopping) must never hide what a running instance writes
+/// afterwards. (It did: the migration lock was a `flock` on the database file itself, and
+/// closing it dropped SQLite's own locks, so the next process to close took the database
+/// for unused and deleted the write-ahead log the instance was still writing to.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_process_never_hides_an_instances_writes() {
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let shop_process = Shop::start(&db.url, &[]);
+    let http = client();
+    for round in 1..=3 {
+        let item = json!({"name": format!("round {round}"), "quantity": round, "description": "x"});
+        let response = http
+            .post(shop_process.url("/api/items"))
+            .json(&item)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let out = shop(dir.path(), &db, &["backup"]);
+        assert!(out.status.success(), "{}", said(&out));
+        assert!(
+            said(&out).contains(&format!(": {round} items")),
+            "backup {round} sees every item written so far: {}",
+            said(&out)
+        );
+    }
+}
