@@ -6,9 +6,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::ansible::{ansible, deploy, deploy_fresh_host, repo, said, Layout};
+use common::ansible::{ansible, deploy, deploy_fresh_host, repo, run_playbook, said, Layout};
 use common::container::{unix_now, Answer, Answers, Container, Platform};
 use common::deb::Debs;
 
@@ -138,6 +139,7 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, layout);
     let (host, home) = (&deployed.host, deployed.home.path());
     prometheus_scrapes_the_instances(host);
+    fetch_backup_brings_a_fresh_backup_home(host, home, &debs.old);
     assert_eq!(
         deploy(host, home, &debs.old, &["--check", "--diff"]),
         0,
@@ -152,6 +154,30 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
 
     database_outage_under_load(host);
+}
+
+/// `ansible-playbook fetch-backup.yml`: a backup taken now, on the host, fetched here.
+fn fetch_backup_brings_a_fresh_backup_home(host: &Container, home: &Path, deb: &Path) {
+    let timer = host.sh(
+        "systemctl is-enabled shop-backup.timer; systemctl show -p TimersCalendar --value shop-backup.timer",
+    );
+    assert!(
+        timer.starts_with("enabled\n{ OnCalendar=daily ;"),
+        "the one app host runs the daily timer: {timer}"
+    );
+    let into = home.join("backups");
+    let extra = format!("shop_backup_fetch_dir={}", into.display());
+    assert!(run_playbook(host, home, "fetch-backup.yml", deb, &["-e", &extra]) > 0);
+    let fetched: Vec<_> = std::fs::read_dir(into.join("testhost"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [backup] = &fetched[..] else {
+        panic!("one backup fetched: {fetched:?}")
+    };
+    let text = std::fs::read_to_string(backup).unwrap();
+    assert!(text.contains("Deployed by Ansible"), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("{\"end\":"));
 }
 
 /// The monitoring option: Debian's Prometheus on the host scrapes the three instances

@@ -99,11 +99,22 @@ pub fn write_inventory(host: &Container, home: &Path, layout: Layout) {
 /// Run the playbook against the container (with the inventory `write_inventory` wrote);
 /// the recap's `changed=` count.
 pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 {
+    run_playbook(host, home, "deploy.yml", deb, extra)
+}
+
+/// Run one of the project's playbooks against the container; the recap's `changed=`.
+pub fn run_playbook(
+    host: &Container,
+    home: &Path,
+    playbook: &str,
+    deb: &Path,
+    extra: &[&str],
+) -> u32 {
     let inventory = home.join("inventory.ini");
     let out = ansible("ansible-playbook", home)
         .arg("-i")
         .arg(&inventory)
-        .arg("deploy.yml")
+        .arg(playbook)
         .args([
             "-e",
             &format!("shop_deb={}", deb.display()),

@@ -248,6 +248,24 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     );
     drop(step);
 
+    backups_on_the_host(&host, platform);
+
+    // Back to the older package: it runs on the newer schema (migrations only add).
+    let step = Step::start(platform, "downgrade to the older package");
+    host.sh("cd /root && apt-get install -y -q --allow-downgrades ./shop-old.deb");
+    assert_eq!(
+        host.sh("dpkg-query -W -f '${Version}' shop"),
+        deb_field(&debs.old, "Version")
+    );
+    for port in PORTS {
+        let (status, body) = host.http_get(&format!("http://127.0.0.1:{port}/items"));
+        assert_eq!(status, 200, "instance {port} serves after the downgrade");
+        assert!(body.contains("Kept item"), "no item lost in the downgrade");
+    }
+    let check = host.sh("runuser -u shop -- shop check");
+    assert!(check.contains("newer than this shop knows"), "{check}");
+    drop(step);
+
     // apt remove: instances stopped, data and configuration kept.
     let step = Step::start(platform, "remove, purge, reinstall");
     host.sh("apt-get remove -y -q shop");
@@ -264,9 +282,11 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
         "test -s /var/lib/shop/shop.db && test -f /etc/shop/shop.toml && test -s /etc/shop/secret",
     );
 
-    // apt purge: configuration and data gone.
+    // apt purge: configuration and data gone; the backups are kept (they are what a
+    // person restores from after a purge).
     host.sh("apt-get purge -y -q shop");
     host.sh("test ! -e /etc/shop && test ! -e /var/lib/shop");
+    host.sh("ls /var/backups/shop/shop-*.backup");
 
     // Reinstall after purge: serves again, from a fresh database.
     host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
@@ -276,6 +296,64 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     let (status, body) = host.http_get("http://127.0.0.1:8001/items");
     assert_eq!(status, 200);
     assert!(!body.contains("Kept item"), "purged data stays gone");
+    drop(step);
+}
+
+/// The backups on a host that has just been upgraded across a migration: the one the
+/// upgrade took before migrating, the daily timer, retention, and a failure that shows.
+fn backups_on_the_host(host: &Container, platform: Platform) {
+    let step = Step::start(
+        platform,
+        "backups: before the migration, timer, retention, failure",
+    );
+    let backups = || host.sh("ls /var/backups/shop/");
+    let before_upgrade = backups();
+    let [taken] = before_upgrade.lines().collect::<Vec<_>>()[..] else {
+        panic!("one backup, taken by the upgrade: {before_upgrade}")
+    };
+    assert!(
+        taken.ends_with("-schema2.backup"),
+        "taken before migration 3 was applied: {taken}"
+    );
+    let content = host.sh(&format!("cat /var/backups/shop/{taken}"));
+    assert!(content.contains("Kept item"), "{content}");
+    assert_eq!(
+        host.sh(&format!(
+            "stat -c '%U:%G %a' /var/backups/shop /var/backups/shop/{taken}"
+        )),
+        "shop:shop 750\nshop:shop 640\n"
+    );
+
+    assert_eq!(
+        host.sh("systemctl is-enabled shop-backup.timer; systemctl is-active shop-backup.timer"),
+        "enabled\nactive\n"
+    );
+    host.sh("systemctl start shop-backup.service");
+    assert!(
+        backups().lines().any(|l| l.ends_with("-schema3.backup")),
+        "the service wrote a backup of the migrated database: {}",
+        backups()
+    );
+
+    // Retention: with backup.keep = 2, three more runs leave the newest two.
+    host.sh("mkdir -p /etc/systemd/system/shop-backup.service.d && printf '[Service]\\nEnvironment=SHOP_BACKUP__KEEP=2\\n' > /etc/systemd/system/shop-backup.service.d/keep.conf && systemctl daemon-reload");
+    for _ in 0..3 {
+        host.sh("systemctl start shop-backup.service");
+    }
+    assert_eq!(backups().lines().count(), 2, "{}", backups());
+    assert!(!backups().contains(taken), "the oldest went first");
+
+    // A backup that cannot be written leaves the unit failed, with the reason.
+    host.sh("chmod 0500 /var/backups/shop");
+    let failed = host.exec(&["systemctl", "start", "shop-backup.service"]);
+    assert!(!failed.status.success());
+    assert!(host
+        .sh("systemctl --failed --plain --no-legend")
+        .contains("shop-backup.service"));
+    assert!(host
+        .sh("journalctl -u shop-backup --no-pager | tail -5")
+        .contains("cannot write in /var/backups/shop"));
+    host.sh("chmod 0750 /var/backups/shop && systemctl reset-failed shop-backup.service && rm -r /etc/systemd/system/shop-backup.service.d && systemctl daemon-reload");
     drop(step);
 }
 
