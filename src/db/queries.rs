@@ -76,11 +76,9 @@ pub const UPDATE: Sql = Sql::same(
 
 pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
 
-/// For backups: every column of every item, in id order (`BackupRow`).
-pub const EXPORT: Sql = Sql::same(
-    "SELECT id, name, quantity, description, date_added, updated_at, idempotency_key \
-     FROM items ORDER BY id",
-);
+/// For backups: every item, in id order, with the columns the database has (a backup
+/// before an upgrade reads an older schema; `BackupRow` fills in what it lacks).
+pub const EXPORT: Sql = Sql::same("SELECT * FROM items ORDER BY id");
 
 /// For a backup's snapshot: PostgreSQL's transaction sees one moment throughout. (SQLite's
 /// read transaction in WAL mode does so by itself from its first read.)

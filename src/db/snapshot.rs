@@ -16,8 +16,9 @@ pub struct BackupRow {
     pub quantity: i32,
     pub description: String,
     pub date_added: DateTime<Utc>,
-    /// Absent from backups of schemas before it (version 3).
+    /// Absent before schema 3 (from the database, and from backups).
     #[serde(default)]
+    #[sqlx(default)]
     pub updated_at: Option<DateTime<Utc>>,
     pub idempotency_key: Option<String>,
 }

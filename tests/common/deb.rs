@@ -222,7 +222,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let load = host.start_request_loop(&urls, 3000, 20);
     std::thread::sleep(Duration::from_millis(500));
-    host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
+    let upgrade = host.sh("cd /root && apt-get install -y -q ./shop-new.deb 2>&1");
     let ok = load.stop().assert_all_ok("the upgrade", 20);
     eprintln!(
         "  [{} {}] {ok} requests during the upgrade, 0 failed",
@@ -248,7 +248,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     );
     drop(step);
 
-    backups_on_the_host(&host, platform);
+    backups_on_the_host(&host, platform, &upgrade);
 
     // Back to the older package: it runs on the newer schema (migrations only add).
     let step = Step::start(platform, "downgrade to the older package");
@@ -301,7 +301,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
 
 /// The backups on a host that has just been upgraded across a migration: the one the
 /// upgrade took before migrating, the daily timer, retention, and a failure that shows.
-fn backups_on_the_host(host: &Container, platform: Platform) {
+fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
     let step = Step::start(
         platform,
         "backups: before the migration, timer, retention, failure",
@@ -309,7 +309,7 @@ fn backups_on_the_host(host: &Container, platform: Platform) {
     let backups = || host.sh("ls /var/backups/shop/");
     let before_upgrade = backups();
     let [taken] = before_upgrade.lines().collect::<Vec<_>>()[..] else {
-        panic!("one backup, taken by the upgrade: {before_upgrade}")
+        panic!("one backup, taken by the upgrade: {before_upgrade}\n{upgrade}")
     };
     assert!(
         taken.ends_with("-schema2.backup"),
