@@ -149,7 +149,9 @@ fn main() {
     let rss: Vec<f64> = shops.iter().map(|s| rss_mib(s.pid())).collect();
     let cold: Vec<f64> = (0..plan.cold_starts).map(|_| cold_start_ms(&url)).collect();
 
+    let backups = backup_and_restore(&url);
     let report = render(&plan, &rows, &rss, &cold, (&growth_small, &growth_large));
+    let report = format!("{report}\n{backups}");
     println!("{report}");
     if plan.full {
         // A fresh table; the hand-written analysis after it is kept.
@@ -220,6 +222,50 @@ impl Row {
             target,
         }
     }
+}
+
+/// `shop backup` and `shop restore` of the whole table (about 100,000 items by now): from
+/// PostgreSQL, into an SQLite file (the format is the same for both), out of it again, and
+/// back into PostgreSQL; each timed, as a markdown table.
+fn backup_and_restore(postgres: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("bench.db").display());
+    let run = |url: &str, args: &[&str]| -> f64 {
+        let started = Instant::now();
+        let out = common::shop_command(dir.path())
+            .env("SHOP_DATABASE__URL", url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shop {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed().as_secs_f64()
+    };
+    let from_postgres = dir.path().join("postgres.backup");
+    let from_sqlite = dir.path().join("sqlite.backup");
+    let (pg, sq) = (
+        from_postgres.to_str().unwrap(),
+        from_sqlite.to_str().unwrap(),
+    );
+    let backup_pg = run(postgres, &["backup", "--output", pg]);
+    let restore_sqlite = run(&sqlite, &["restore", pg]);
+    let backup_sqlite = run(&sqlite, &["backup", "--output", sq]);
+    let restore_pg = run(postgres, &["restore", "--force", sq]);
+    let items = std::fs::read_to_string(&from_postgres)
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    let mib = std::fs::metadata(&from_postgres).unwrap().len() as f64 / (1024.0 * 1024.0);
+    format!(
+        "### Backup and restore, {items} items ({mib:.1} MiB of backup)\n\n\
+         | | PostgreSQL | SQLite |\n| --- | ---: | ---: |\n\
+         | `shop backup` | {backup_pg:.2} s | {backup_sqlite:.2} s |\n\
+         | `shop restore` (into an empty database / replacing every item) | {restore_pg:.2} s | {restore_sqlite:.2} s |\n"
+    )
 }
 
 fn seed(cluster: &PgCluster, rows: u32) {
