@@ -162,8 +162,14 @@ fn fetch_backup_brings_a_fresh_backup_home(host: &Container, home: &Path, deb: &
         "systemctl is-enabled shop-backup.timer; systemctl show -p TimersCalendar --value shop-backup.timer",
     );
     assert!(
-        timer.starts_with("enabled\n{ OnCalendar=daily ;"),
+        timer.starts_with("enabled\n{ OnCalendar=*-*-* 00:00:00 ;"),
         "the one app host runs the daily timer: {timer}"
+    );
+    let schedule = host.sh("systemctl cat shop-backup.timer");
+    assert!(
+        schedule.contains("# /etc/systemd/system/shop-backup.timer.d/schedule.conf")
+            && schedule.contains("OnCalendar=daily"),
+        "the schedule is the inventory's: {schedule}"
     );
     let into = home.join("backups");
     let extra = format!("shop_backup_fetch_dir={}", into.display());
