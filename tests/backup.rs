@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client, json_of, shop_command, Backend, PgCluster, Shop, TestDb};
+use common::{client, json_of, said, shop_command, Backend, PgCluster, Shop, TestDb};
 use serde_json::{json, Value};
 
 /// `shop ARGS` against `db`, from `dir`.
@@ -22,14 +22,6 @@ fn shop(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The backups in `dir`/backups, oldest first.
@@ -102,13 +94,7 @@ async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) 
     let http = client();
     for n in 0..40 {
         let item = json!({"name": format!("before {n}"), "quantity": n, "description": "ünïcode & <b>\"quotes\"</b>"});
-        let response = http
-            .post(shop_process.url("/api/items"))
-            .json(&item)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        common::create_item(&shop_process, &item).await;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,13 +214,7 @@ async fn a_restore_refuses_what_it_cannot_trust_and_changes_nothing(backend: Bac
     let shop_process = Shop::start(&db.url, &[]);
     for n in 0..3 {
         let item = json!({"name": format!("kept {n}"), "quantity": n, "description": "x"});
-        let response = client()
-            .post(shop_process.url("/api/items"))
-            .json(&item)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        common::create_item(&shop_process, &item).await;
     }
     let out = shop(dir.path(), &db, &["backup"]);
     assert!(out.status.success(), "{}", said(&out));
@@ -334,16 +314,9 @@ async fn a_short_lived_process_never_hides_an_instances_writes() {
     let db = TestDb::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
     let shop_process = Shop::start(&db.url, &[]);
-    let http = client();
     for round in 1..=3 {
         let item = json!({"name": format!("round {round}"), "quantity": round, "description": "x"});
-        let response = http
-            .post(shop_process.url("/api/items"))
-            .json(&item)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        common::create_item(&shop_process, &item).await;
         let out = shop(dir.path(), &db, &["backup"]);
         assert!(out.status.success(), "{}", said(&out));
         assert!(

@@ -3,7 +3,7 @@
 //! (community.docker.nsenter, no ssh), checked the way a person would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use super::container::{Container, Image, MirrorRelay, Platform};
 use super::deb::Step;
@@ -44,13 +44,7 @@ pub fn ansible(program: &str, home: &Path) -> Command {
     command
 }
 
-pub fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use super::said;
 
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();

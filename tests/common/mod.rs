@@ -241,6 +241,27 @@ pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// What a command printed, stdout then stderr.
+pub fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Create an item through the JSON API (201 expected); the item as the API gives it.
+pub async fn create_item(shop: &Shop, item: &serde_json::Value) -> serde_json::Value {
+    let response = client()
+        .post(shop.url("/api/items"))
+        .json(item)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "POST /api/items {item}");
+    response.json().await.unwrap()
+}
+
 /// Check every 50 ms until `check` holds, at most `timeout`; whether it did.
 pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
