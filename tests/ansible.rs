@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::ansible::{ansible, deploy, deploy_fresh_host, repo, run_playbook, said, Layout};
 use common::container::{unix_now, Answer, Answers, Container, Platform};
 use common::deb::Debs;
+use common::wait_until;
 
 #[test]
 #[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
@@ -152,8 +153,30 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     load.stop().assert_all_ok("the upgrade", 50);
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
+    a_lost_database_is_restored_from_its_backup(host);
 
     database_outage_under_load(host);
+}
+
+/// PostgreSQL loses the database under the running instances; the newest backup on the
+/// host brings it back, served through nginx with no restart.
+fn a_lost_database_is_restored_from_its_backup(host: &Container) {
+    let newest = host.sh("ls /var/backups/shop/ | tail -n 1");
+    host.sh("runuser -u postgres -- psql -qc 'DROP DATABASE shop WITH (FORCE)' && runuser -u postgres -- createdb -O shop shop");
+    let restored = host.sh(&format!(
+        "runuser -u shop -- shop restore /var/backups/shop/{}",
+        newest.trim()
+    ));
+    assert!(restored.starts_with("restored 1 items"), "{restored}");
+    wait_until(
+        "the restored item is served through nginx",
+        Duration::from_secs(15),
+        || {
+            host.http_get("http://127.0.0.1/items")
+                .1
+                .contains("Deployed by Ansible")
+        },
+    );
 }
 
 /// `ansible-playbook fetch-backup.yml`: a backup taken now, on the host, fetched here.

@@ -362,6 +362,20 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
         .sh("journalctl -u shop-backup --no-pager | tail -5")
         .contains("cannot write in /var/backups/shop"));
     host.sh("chmod 0750 /var/backups/shop && systemctl reset-failed shop-backup.service && rm -r /etc/systemd/system/shop-backup.service.d && systemctl daemon-reload");
+
+    // The database file is lost; the newest backup brings the items back.
+    let newest = backups().lines().last().unwrap().to_owned();
+    host.sh("systemctl stop 'shop@*.service' && rm -f /var/lib/shop/shop.db /var/lib/shop/shop.db-wal /var/lib/shop/shop.db-shm");
+    let restored = host.sh(&format!(
+        "runuser -u shop -- shop restore /var/backups/shop/{newest}"
+    ));
+    assert!(restored.starts_with("restored 1 items"), "{restored}");
+    let (status, body) = host.http_get("http://127.0.0.1:8001/items");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Kept item"),
+        "the item is back after the restore"
+    );
     drop(step);
 }
 
