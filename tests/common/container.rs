@@ -71,7 +71,7 @@ const BASE_PACKAGES: &[&str] = &[
 const SHOP_HOST_PACKAGES: &[&str] = &["libsqlite3-0", "nginx"];
 
 /// Bump when the steps below change, so that cached images are built again.
-const IMAGE_RECIPE: &str = "3";
+const IMAGE_RECIPE: &str = "4";
 
 /// Units of a minimal Debian that load credentials, which qemu-user cannot do
 /// (243/CREDENTIALS): under emulation they get an empty `LoadCredential=`.
@@ -87,8 +87,8 @@ const CREDENTIAL_UNITS: &[&str] = &[
 ];
 
 /// What an emulated host's units must do without, and only there: qemu-user is itself
-/// multi-threaded, so the kernel refuses it a user namespace (shop's `PrivateUsers=yes`
-/// fails with 217/USER), and it cannot pass credentials. On a real arm64 machine (a Pi)
+/// multi-threaded, so the kernel refuses it a user namespace (the `PrivateUsers=yes` of
+/// shop's instances and backup service fails with 217/USER), and it cannot pass credentials. On a real arm64 machine (a Pi)
 /// the units run unchanged.
 fn emulation_dropins() -> Vec<(&'static str, &'static str)> {
     let mut dropins: Vec<(&str, &str)> = CREDENTIAL_UNITS
@@ -100,10 +100,12 @@ fn emulation_dropins() -> Vec<(&'static str, &'static str)> {
             )
         })
         .collect();
-    dropins.push((
-        "shop@",
-        "# qemu-user cannot enter a user namespace (217/USER)\n[Service]\nPrivateUsers=no\n",
-    ));
+    for unit in ["shop@", "shop-backup"] {
+        dropins.push((
+            unit,
+            "# qemu-user cannot enter a user namespace (217/USER)\n[Service]\nPrivateUsers=no\n",
+        ));
+    }
     dropins
 }
 
