@@ -106,8 +106,8 @@ pub async fn backup(
     let mut out = BufWriter::new(&file.file);
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
-    let exported = store
-        .export(header.schema, |row| -> anyhow::Result<()> {
+    let rows = store
+        .export(|row| -> anyhow::Result<()> {
             serde_json::to_writer(&mut out, &row)?;
             out.write_all(b"\n")?;
             Ok(())
@@ -116,9 +116,7 @@ pub async fn backup(
     serde_json::to_writer(
         &mut out,
         &End {
-            end: EndCount {
-                items: exported.rows,
-            },
+            end: EndCount { items: rows },
         },
     )?;
     out.write_all(b"\n")?;
@@ -129,7 +127,7 @@ pub async fn backup(
     println!(
         "wrote {}: {} items, schema {}, {} bytes, in {:.1} s",
         path.display(),
-        exported.rows,
+        rows,
         header.schema,
         size,
         started.elapsed().as_secs_f64()

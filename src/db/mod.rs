@@ -22,7 +22,7 @@ pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::run;
-pub use snapshot::{BackupRow, Exported};
+pub use snapshot::BackupRow;
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
 

@@ -23,13 +23,6 @@ pub struct BackupRow {
     pub idempotency_key: Option<String>,
 }
 
-/// What an export read: the schema version the rows are from, and how many there were.
-#[derive(Debug, Clone, Copy)]
-pub struct Exported {
-    pub schema: i64,
-    pub rows: u64,
-}
-
 /// How many rows one INSERT statement of a restore carries (7 parameters each, within
 /// both databases' limits).
 const ROWS_PER_INSERT: usize = 1000;
@@ -46,12 +39,11 @@ macro_rules! on_pool {
 
 impl Store {
     /// Hand every item to `each`, in id order, as one consistent snapshot: rows written
-    /// meanwhile by the instances are either all in it or not at all.
+    /// meanwhile by the instances are either all in it or not at all. Gives how many.
     pub async fn export<E: From<StoreError>>(
         &self,
-        schema: i64,
         mut each: impl FnMut(BackupRow) -> Result<(), E>,
-    ) -> Result<Exported, E> {
+    ) -> Result<u64, E> {
         let backend = self.backend();
         let mut rows = 0u64;
         on_pool!(&self.pool, |pool| {
@@ -69,7 +61,7 @@ impl Store {
                 rows += 1;
             }
         });
-        Ok(Exported { schema, rows })
+        Ok(rows)
     }
 
     /// How many items the database holds.

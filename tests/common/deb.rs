@@ -307,9 +307,7 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
         "backups: before the migration, timer, retention, failure",
     );
     // The older package lacks the newest migration (tests/run builds it so).
-    let newest = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
-        .unwrap()
-        .count();
+    let newest = super::migration_count();
     let (before, after) = (
         format!("-schema{}.backup", newest - 1),
         format!("-schema{newest}.backup"),

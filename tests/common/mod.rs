@@ -241,6 +241,13 @@ pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// How many migrations this tree has (the newest schema version: they are numbered 1, 2, …).
+pub fn migration_count() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count()
+}
+
 /// What a command printed, stdout then stderr.
 pub fn said(out: &std::process::Output) -> String {
     format!(
