@@ -132,10 +132,58 @@ pub fn new_idempotency_key() -> String {
 /// Which items a list page shows: a page of the newest-first list, optionally searched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
+    /// The page's number: where it starts when no cursor is given (an offset, which costs
+    /// as much as the rows it skips), and what the page says it is.
     pub page: u32,
     pub per_page: u32,
     /// Matched case-insensitively against name and description; empty means everything.
     pub search: String,
+    /// Where the page starts when it was reached by a link: next to an item, whatever the
+    /// page's number (keyset pagination: as cheap ten thousand pages deep as on page one).
+    pub from: Option<Seek>,
+}
+
+/// A page that starts next to a known item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// `?after=`: the items older than this one (the next page).
+    Older(Cursor),
+    /// `?before=`: the items newer than this one (the previous page).
+    Newer(Cursor),
+}
+
+/// An item's place in the newest-first order, as a list link carries it: `{µs}.{id}`, the
+/// time it was added in microseconds since 1970 and its id (ids break ties).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub date_added: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn of(item: &Item) -> Cursor {
+        Cursor {
+            date_added: item.date_added,
+            id: item.id,
+        }
+    }
+
+    fn parse(text: &str, name: &str) -> Result<Cursor, String> {
+        let parsed = text.split_once('.').and_then(|(micros, id)| {
+            let date_added = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            let id = id.parse().ok().filter(|id| *id > 0)?;
+            Some(Cursor { date_added, id })
+        });
+        parsed.ok_or_else(|| {
+            format!("{name} must be a position from a list link (like 1700000000000000.42), not {text:?}.")
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.date_added.timestamp_micros(), self.id)
+    }
 }
 
 impl Default for ListQuery {
@@ -144,32 +192,52 @@ impl Default for ListQuery {
             page: 1,
             per_page: DEFAULT_PER_PAGE,
             search: String::new(),
+            from: None,
         }
     }
 }
 
+/// A list's parameters as they came in a query string, each as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListParams<'a> {
+    pub page: Option<&'a str>,
+    pub per_page: Option<&'a str>,
+    pub q: Option<&'a str>,
+    pub after: Option<&'a str>,
+    pub before: Option<&'a str>,
+}
+
 impl ListQuery {
-    /// Read `page`, `per_page` and `q` as they came in a query string. Garbage is an error
-    /// with a message; a `per_page` above the maximum is lowered to it.
-    pub fn parse(
-        page: Option<&str>,
-        per_page: Option<&str>,
-        q: Option<&str>,
-    ) -> Result<Self, String> {
-        let page = positive(page, "page")?.unwrap_or(1);
-        let per_page = positive(per_page, "per_page")?
+    /// Read the parameters of a list. Garbage is an error with a message; a `per_page`
+    /// above the maximum is lowered to it. Control characters in the search are dropped.
+    pub fn parse(params: ListParams<'_>) -> Result<Self, String> {
+        let page = positive(params.page, "page")?.unwrap_or(1);
+        let per_page = positive(params.per_page, "per_page")?
             .unwrap_or(DEFAULT_PER_PAGE)
             .min(MAX_PER_PAGE);
-        let search = q.unwrap_or("").trim().to_owned();
+        let search: String = params
+            .q
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
         if search.chars().count() > MAX_SEARCH_CHARS {
             return Err(format!(
                 "The search text is longer than {MAX_SEARCH_CHARS} characters."
             ));
         }
+        let from = match (given(params.after), given(params.before)) {
+            (None, None) => None,
+            (Some(after), None) => Some(Seek::Older(Cursor::parse(after, "after")?)),
+            (None, Some(before)) => Some(Seek::Newer(Cursor::parse(before, "before")?)),
+            (Some(_), Some(_)) => return Err("Give after or before, not both.".to_owned()),
+        };
         Ok(ListQuery {
             page,
             per_page,
             search,
+            from,
         })
     }
 
@@ -190,10 +258,28 @@ impl ListQuery {
         pattern.push('%');
         pattern
     }
+
+    /// The search text as one FTS5 phrase (`"…"`, quotes doubled): with the trigram
+    /// tokenizer, it matches the text anywhere in a name or description, ignoring case.
+    pub fn fts_phrase(&self) -> String {
+        format!("\"{}\"", self.search.replace('"', "\"\""))
+    }
+
+    /// Whether the search is long enough for a trigram index (three characters); a
+    /// shorter one matches so many items that reading the list until a page is full is
+    /// as quick.
+    pub fn search_is_indexable(&self) -> bool {
+        self.search.chars().count() >= 3
+    }
+}
+
+/// A parameter that was sent with something in it.
+fn given(raw: Option<&str>) -> Option<&str> {
+    raw.map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn positive(raw: Option<&str>, name: &str) -> Result<Option<u32>, String> {
-    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+    match given(raw) {
         None => Ok(None),
         Some(text) => match text.parse::<u32>() {
             Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
@@ -204,11 +290,12 @@ fn positive(raw: Option<&str>, name: &str) -> Result<Option<u32>, String> {
     }
 }
 
-/// One page of items, and whether there is another after it.
+/// One page of items, and whether there are older (next) and newer (previous) ones.
 #[derive(Debug, Clone)]
 pub struct ItemPage {
     pub items: Vec<Item>,
     pub has_next: bool,
+    pub has_prev: bool,
 }
 
 #[cfg(test)]
@@ -276,18 +363,71 @@ mod tests {
 
     #[test]
     fn list_query_defaults_and_clamps() {
-        assert_eq!(
-            ListQuery::parse(None, None, None).unwrap(),
-            ListQuery::default()
-        );
-        let q = ListQuery::parse(Some("3"), Some("5000"), Some(" lamp ")).unwrap();
+        let parse = |page, per_page, q| {
+            ListQuery::parse(ListParams {
+                page,
+                per_page,
+                q,
+                ..ListParams::default()
+            })
+        };
+        assert_eq!(parse(None, None, None).unwrap(), ListQuery::default());
+        let q = parse(Some("3"), Some("5000"), Some(" la\u{1f}mp ")).unwrap();
         assert_eq!(
             (q.page, q.per_page, q.search.as_str()),
             (3, MAX_PER_PAGE, "lamp")
         );
         assert_eq!(q.offset(), 2000);
-        assert!(ListQuery::parse(Some("0"), None, None).is_err());
-        assert!(ListQuery::parse(None, Some("ten"), None).is_err());
+        assert!(parse(Some("0"), None, None).is_err());
+        assert!(parse(None, Some("ten"), None).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            date_added: DateTime::from_timestamp_micros(1_763_852_820_123_456).unwrap(),
+            id: 42,
+        };
+        assert_eq!(cursor.to_string(), "1763852820123456.42");
+        let text = cursor.to_string();
+        let after = ListQuery::parse(ListParams {
+            after: Some(&text),
+            ..ListParams::default()
+        })
+        .unwrap();
+        assert_eq!(after.from, Some(Seek::Older(cursor)));
+        let before = ListQuery::parse(ListParams {
+            before: Some(&text),
+            page: Some("7"),
+            ..ListParams::default()
+        })
+        .unwrap();
+        assert_eq!((before.from, before.page), (Some(Seek::Newer(cursor)), 7));
+        for bad in ["42", "x.1", "1.0", "1.-3", "99999999999999999999.1"] {
+            let error = ListQuery::parse(ListParams {
+                after: Some(bad),
+                ..ListParams::default()
+            })
+            .unwrap_err();
+            assert!(error.starts_with("after must be a position"), "{error}");
+        }
+        let both = ListQuery::parse(ListParams {
+            after: Some(&text),
+            before: Some(&text),
+            ..ListParams::default()
+        });
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn fts_phrases_quote_the_search() {
+        let q = ListQuery::parse(ListParams {
+            q: Some(r#"5" "pipe"#),
+            ..ListParams::default()
+        })
+        .unwrap();
+        assert_eq!(q.fts_phrase(), r#""5"" ""pipe""#);
+        assert!(q.search_is_indexable());
     }
 
     #[test]
@@ -303,7 +443,11 @@ mod tests {
 
     #[test]
     fn like_pattern_escapes_wildcards() {
-        let q = ListQuery::parse(None, None, Some(r"50%_off\")).unwrap();
+        let q = ListQuery::parse(ListParams {
+            q: Some(r"50%_off\"),
+            ..ListParams::default()
+        })
+        .unwrap();
         assert_eq!(q.like_pattern(), r"%50\%\_off\\%");
     }
 }

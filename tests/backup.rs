@@ -128,7 +128,8 @@ async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) 
     };
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with("shop-") && name.ends_with("-schema3.backup"),
+        name.starts_with("shop-")
+            && name.ends_with(&format!("-schema{}.backup", common::migration_count())),
         "{name}"
     );
     use std::os::unix::fs::PermissionsExt;
@@ -225,16 +226,16 @@ async fn a_restore_refuses_what_it_cannot_trust_and_changes_nothing(backend: Bac
     let truncated = dir.path().join("truncated.backup");
     std::fs::write(&truncated, &text[..text.len() - 25]).unwrap();
     let newer = dir.path().join("newer.backup");
-    std::fs::write(&newer, text.replacen("\"schema\":3", "\"schema\":99", 1)).unwrap();
+    let schema = common::migration_count();
+    let header = format!("\"schema\":{schema}");
+    assert!(text.contains(&header), "{header} in {text:.200}");
+    std::fs::write(&newer, text.replacen(&header, "\"schema\":99", 1)).unwrap();
+    let newer_refused = format!("a backup of schema 99, newer than this shop knows ({schema})");
     let not_a_backup = dir.path().join("notes.txt");
     std::fs::write(&not_a_backup, "hello\n").unwrap();
     let cases = [
         (&truncated, true, "truncated"),
-        (
-            &newer,
-            true,
-            "a backup of schema 99, newer than this shop knows (3)",
-        ),
+        (&newer, true, newer_refused.as_str()),
         (&not_a_backup, true, "is not a shop backup"),
         (
             &backup,

@@ -182,7 +182,10 @@ fn check_says_what_works_and_what_to_fix() {
         "{report}"
     );
     assert!(
-        report.contains("3 pending: 1 create items, 2 idempotency key, 3 updated at"),
+        report.contains(&format!(
+            "{} pending: 1 create items, 2 idempotency key, 3 updated at, 4 search",
+            common::migration_count()
+        )),
         "{report}"
     );
     assert!(
@@ -194,9 +197,10 @@ fn check_says_what_works_and_what_to_fix() {
         "{report}"
     );
 
+    let migrations = common::migration_count();
     let out = run(dir.path(), &["migrate"], &[("SHOP_DATABASE__URL", &db)]);
     assert!(
-        out.status.success() && text(&out).contains("applied 3 migration(s)"),
+        out.status.success() && text(&out).contains(&format!("applied {migrations} migration(s)")),
         "{}",
         text(&out)
     );
@@ -209,7 +213,8 @@ fn check_says_what_works_and_what_to_fix() {
     let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &db)]);
     let report = text(&out);
     assert!(
-        report.contains("3 applied, up to date") && report.contains("security.secret: NOT SET"),
+        report.contains(&format!("{migrations} applied, up to date"))
+            && report.contains("security.secret: NOT SET"),
         "{report}"
     );
 

@@ -57,11 +57,31 @@ impl Store {
     }
 
     /// Apply pending migrations. PostgreSQL serialises concurrent runs with an advisory
-    /// lock (sqlx takes it); SQLite has none, so an exclusive `flock` on a lock file next
-    /// to the database (`shop.db.migrate-lock`) does the same there.
+    /// lock; SQLite has none, so an exclusive `flock` on a lock file next to the database
+    /// (`shop.db.migrate-lock`) does the same there.
     pub async fn migrate(&self) -> StoreResult<()> {
         match &self.pool {
-            Pool::Postgres(pool) => POSTGRES.run(pool).await?,
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                // Closed, not returned to the pool: a session lock must not outlive this run.
+                conn.close_on_drop();
+                // sqlx takes this lock too, but only around its own run: the repair before it
+                // must not drop an index another instance is building right now.
+                sqlx::query(queries::LOCK_MIGRATIONS)
+                    .execute(&mut *conn)
+                    .await?;
+                let result: StoreResult<()> = async {
+                    drop_interrupted_indexes(&mut conn).await?;
+                    // (`run_direct`: `run` with a connection is not `Send` in sqlx 0.8.)
+                    POSTGRES.run_direct(&mut *conn).await?;
+                    Ok(())
+                }
+                .await;
+                sqlx::query(queries::UNLOCK_MIGRATIONS)
+                    .execute(&mut *conn)
+                    .await?;
+                result?
+            }
             Pool::Sqlite(pool) => {
                 let path = {
                     let mut conn = pool.acquire().await?;
@@ -109,6 +129,23 @@ impl Store {
             applied,
         })
     }
+}
+
+/// Drop the indexes on `items` that a `CREATE INDEX CONCURRENTLY` left invalid when it was
+/// interrupted (the instance stopped mid-build), so that its migration can run again.
+async fn drop_interrupted_indexes(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    let invalid: Vec<(String,)> = sqlx::query_as(queries::INTERRUPTED_INDEXES)
+        .fetch_all(&mut *conn)
+        .await?;
+    for (index,) in invalid {
+        tracing::warn!(%index, "dropping an index whose build was interrupted; it is built again");
+        let drop = format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS \"{}\"",
+            index.replace('"', "\"\"")
+        );
+        sqlx::query(&drop).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The main database file of an SQLite connection (`None` for an in-memory database).

@@ -17,11 +17,11 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::items::{Item, ItemPage, ListQuery, NewItem};
+use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
-use queries::run;
+use queries::{run, Filter, Start};
 pub use snapshot::BackupRow;
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
@@ -226,16 +226,70 @@ impl Store {
     /// One page of the newest-first list; fetches one row more than the page to know
     /// whether another page follows, and never counts the table.
     pub async fn list_items(&self, query: &ListQuery) -> StoreResult<ItemPage> {
-        let limit = i64::from(query.per_page) + 1;
-        let mut items: Vec<Item> = if query.search.is_empty() {
-            run!(self, as queries::LIST, fetch_all, limit, query.offset())?
-        } else {
-            let pattern = query.like_pattern();
-            run!(self, as queries::SEARCH, fetch_all, pattern, limit, query.offset())?
+        let backend = self.backend();
+        let (filter, needle) = match (query.search.is_empty(), backend) {
+            (true, _) => (Filter::All, None),
+            (false, Backend::Sqlite) if query.search_is_indexable() => {
+                (Filter::Contains, Some(query.fts_phrase()))
+            }
+            (false, Backend::Sqlite) => (Filter::ContainsShort, Some(query.like_pattern())),
+            (false, Backend::Postgres) => (Filter::Contains, Some(query.like_pattern())),
         };
-        let has_next = items.len() > query.per_page as usize;
+        let (start, cursor) = match query.from {
+            None => (Start::Offset, None),
+            Some(Seek::Older(cursor)) => (Start::Older, Some(cursor)),
+            Some(Seek::Newer(cursor)) => (Start::Newer, Some(cursor)),
+        };
+        let sql = queries::list(backend, filter, start);
+        let limit = i64::from(query.per_page) + 1;
+        let offset = (start == Start::Offset).then(|| query.offset());
+        // A search is planned for its own text (an unnamed statement): a plan made for
+        // any text would walk the whole list for a word that is rare.
+        let prepared = needle.is_none();
+        let mut items: Vec<Item> = run!(@gated self, sql.as_str(), |text, pool| {
+            let mut statement = sqlx::query_as(text).persistent(prepared);
+            if let Some(needle) = &needle {
+                statement = statement.bind(needle);
+            }
+            if let Some(cursor) = cursor {
+                statement = statement.bind(cursor.date_added).bind(cursor.id);
+            }
+            statement = statement.bind(limit);
+            if let Some(offset) = offset {
+                statement = statement.bind(offset);
+            }
+            statement.fetch_all(pool).await
+        })?;
+        let more = items.len() > query.per_page as usize;
         items.truncate(query.per_page as usize);
-        Ok(ItemPage { items, has_next })
+        Ok(match start {
+            Start::Offset => ItemPage {
+                items,
+                has_next: more,
+                has_prev: query.page > 1,
+            },
+            Start::Older => ItemPage {
+                items,
+                has_next: more,
+                has_prev: true,
+            },
+            Start::Newer => {
+                items.reverse();
+                ItemPage {
+                    items,
+                    has_next: true,
+                    has_prev: more,
+                }
+            }
+        })
+    }
+
+    /// A value that changes whenever any instance changes an item (see
+    /// `queries::DATA_VERSION`): what the pages' `ETag`s are made from. Read it before the
+    /// data it stands for, so a page is never older than its validator.
+    pub async fn data_version(&self) -> StoreResult<String> {
+        let (version,): (String,) = run!(self, as queries::DATA_VERSION, fetch_one)?;
+        Ok(version)
     }
 
     pub async fn get_item(&self, id: i64) -> StoreResult<Option<Item>> {

@@ -36,22 +36,107 @@ pub const HAS_MIGRATIONS_TABLE: Sql = Sql {
     sqlite: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
 };
 
+/// Held around migrating a PostgreSQL database (an advisory lock of its own, beside sqlx's).
+pub const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_lock(hashtext('shop migrations'))";
+pub const UNLOCK_MIGRATIONS: &str = "SELECT pg_advisory_unlock(hashtext('shop migrations'))";
+
+/// Indexes on `items` that are not valid: what an interrupted `CREATE INDEX CONCURRENTLY`
+/// leaves behind (while the lock above is held, no build is under way).
+pub const INTERRUPTED_INDEXES: &str = "SELECT c.relname::text FROM pg_index i \
+     JOIN pg_class c ON c.oid = i.indexrelid \
+     WHERE i.indrelid = to_regclass('items') AND NOT i.indisvalid";
+
 pub const APPLIED_MIGRATIONS: Sql =
     Sql::same("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version");
 
-pub const LIST: Sql = Sql::same(
-    "SELECT id, name, quantity, description, date_added FROM items \
-     ORDER BY date_added DESC, id DESC LIMIT $1 OFFSET $2",
-);
+/// What a list statement reads: every item, or those whose name or description contains
+/// the search text (the needle, bound first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    /// PostgreSQL: `ILIKE` on the trigram-indexed expression (needle: the `LIKE` pattern).
+    /// SQLite: the FTS5 trigram table (needle: a phrase).
+    Contains,
+    /// Fewer than three characters, which no trigram index helps with: the same `ILIKE` on
+    /// PostgreSQL; `LIKE` on SQLite (needle: the `LIKE` pattern).
+    ContainsShort,
+}
 
-pub const SEARCH: Sql = Sql {
-    postgres: "SELECT id, name, quantity, description, date_added FROM items \
-               WHERE name ILIKE $1 ESCAPE '\\' OR description ILIKE $1 ESCAPE '\\' \
-               ORDER BY date_added DESC, id DESC LIMIT $2 OFFSET $3",
-    // SQLite's LIKE ignores case (for ASCII letters).
-    sqlite: "SELECT id, name, quantity, description, date_added FROM items \
-             WHERE name LIKE $1 ESCAPE '\\' OR description LIKE $1 ESCAPE '\\' \
-             ORDER BY date_added DESC, id DESC LIMIT $2 OFFSET $3",
+/// Where a list statement starts: at an offset (bound last), or after or before a cursor
+/// (its date and id, bound after the needle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Offset,
+    /// Older than the cursor, newest first.
+    Older,
+    /// Newer than the cursor, oldest first (the caller turns the page around).
+    Newer,
+}
+
+/// The list statement for a filter and a start, in the backend's dialect. Parameters, in
+/// this order, each only when used: the needle, the cursor's date and id, the limit, the
+/// offset. Both walk the `items_newest_first` index (and stop after a page) unless the
+/// search index finds fewer rows.
+pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
+    use super::Backend::{Postgres, Sqlite};
+    let mut conditions: Vec<String> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    match (filter, backend) {
+        (Filter::All, _) => {}
+        (Filter::Contains | Filter::ContainsShort, Postgres) => conditions.push(format!(
+            "(name || chr(31) || description) ILIKE ${}",
+            next()
+        )),
+        (Filter::Contains, Sqlite) => conditions.push(format!(
+            "id IN (SELECT rowid FROM items_search WHERE items_search MATCH ${})",
+            next()
+        )),
+        (Filter::ContainsShort, Sqlite) => {
+            let needle = next();
+            conditions.push(format!(
+                "(name LIKE ${needle} ESCAPE '\\' OR description LIKE ${needle} ESCAPE '\\')"
+            ))
+        }
+    }
+    let order = match start {
+        Start::Offset | Start::Older => "DESC",
+        Start::Newer => "ASC",
+    };
+    match start {
+        Start::Offset => {}
+        Start::Older | Start::Newer => {
+            let compare = if start == Start::Older { "<" } else { ">" };
+            let (date, id) = (next(), next());
+            conditions.push(format!("(date_added, id) {compare} (${date}, ${id})"));
+        }
+    }
+    let mut sql = format!("SELECT {ITEM_COLUMNS} FROM items");
+    if !conditions.is_empty() {
+        sql += " WHERE ";
+        sql += &conditions.join(" AND ");
+    }
+    sql += &format!(" ORDER BY date_added {order}, id {order} LIMIT ${}", next());
+    if start == Start::Offset {
+        sql += &format!(" OFFSET ${}", next());
+    }
+    sql
+}
+
+/// The columns of an `Item`.
+const ITEM_COLUMNS: &str = "id, name, quantity, description, date_added";
+
+/// What the pages' cache validators are made of: a value that changes whenever any
+/// instance changes an item. PostgreSQL's current snapshot (which transactions have
+/// finished): the same snapshot sees the same rows, and any write moves it; it needs no
+/// table, so writers never wait on one another for it. SQLite's change counter, which the
+/// triggers of migration 0004 move in every writing transaction.
+pub const DATA_VERSION: Sql = Sql {
+    postgres: "SELECT pg_current_snapshot()::text",
+    sqlite: "SELECT CAST(changes AS TEXT) FROM items_changes",
 };
 
 pub const GET: Sql =
@@ -98,24 +183,26 @@ pub const FOLLOW_IDS: &str = "SELECT setval(pg_get_serial_sequence('items', 'id'
 /// to map rows with `FromRow`. While the database is known to be down it answers
 /// `StoreError::Unavailable` at once; a lost connection marks it down.
 macro_rules! run {
-    ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {
-        $crate::db::queries::run!(@gated $store, $sql, |sql, pool| {
+    ($store:expr, as $sql:expr, $fetch:ident $(, $arg:expr)* $(,)?) => {{
+        let store: &$crate::db::Store = $store;
+        $crate::db::queries::run!(@gated store, $sql.for_backend(store.backend()), |sql, pool| {
             sqlx::query_as(sql)$(.bind($arg))*.$fetch(pool).await
         })
-    };
-    ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {
-        $crate::db::queries::run!(@gated $store, $sql, |sql, pool| {
+    }};
+    ($store:expr, $sql:expr, execute $(, $arg:expr)* $(,)?) => {{
+        let store: &$crate::db::Store = $store;
+        $crate::db::queries::run!(@gated store, $sql.for_backend(store.backend()), |sql, pool| {
             sqlx::query(sql)$(.bind($arg))*.execute(pool).await.map(|r| r.rows_affected())
         })
-    };
-    // The gate, the backend's text of the statement, and the error sorting, around `$query`
-    // (written once, run on the pool of either backend).
-    (@gated $store:expr, $sql:expr, |$text:ident, $pool:ident| $query:block) => {{
+    }};
+    // The gate and the error sorting around `$query`, which runs `$text` (the statement
+    // in the store's dialect) on the pool of either backend (written once, expanded twice).
+    (@gated $store:expr, $text_of:expr, |$text:ident, $pool:ident| $query:block) => {{
         let store: &$crate::db::Store = $store;
         match store.gate() {
             Err(e) => Err(e),
             Ok(()) => {
-                let $text = $sql.for_backend(store.backend());
+                let $text: &str = $text_of;
                 let result = match &store.pool {
                     $crate::db::Pool::Postgres($pool) => $query,
                     $crate::db::Pool::Sqlite($pool) => $query,
@@ -131,14 +218,48 @@ pub(crate) use run;
 mod tests {
     use super::*;
 
-    const COLUMNS: &str = "id, name, quantity, description, date_added";
+    use crate::db::Backend;
 
     #[test]
     fn statements_select_the_item_columns() {
-        for sql in [LIST, SEARCH, GET, INSERT, UPDATE, GET_BY_IDEMPOTENCY_KEY] {
+        for sql in [GET, INSERT, UPDATE, GET_BY_IDEMPOTENCY_KEY] {
             for text in [sql.postgres, sql.sqlite] {
-                assert!(text.contains(COLUMNS), "{text}");
+                assert!(text.contains(ITEM_COLUMNS), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn list_statements_number_their_parameters_in_binding_order() {
+        use Filter::*;
+        use Start::*;
+        for backend in [Backend::Postgres, Backend::Sqlite] {
+            for filter in [All, Contains, ContainsShort] {
+                for start in [Offset, Older, Newer] {
+                    let sql = list(backend, filter, start);
+                    assert!(sql.starts_with(&format!("SELECT {ITEM_COLUMNS} FROM items")));
+                    let expected = usize::from(filter != All)
+                        + 2 * usize::from(start != Offset)
+                        + 1
+                        + usize::from(start == Offset);
+                    let mut numbers: Vec<usize> = sql
+                        .split('$')
+                        .skip(1)
+                        .map(|rest| {
+                            let digits: String =
+                                rest.chars().take_while(char::is_ascii_digit).collect();
+                            digits.parse().unwrap()
+                        })
+                        .collect();
+                    numbers.dedup();
+                    assert_eq!(numbers, (1..=expected).collect::<Vec<_>>(), "{sql}");
+                }
+            }
+        }
+        assert_eq!(
+            list(Backend::Postgres, All, Older),
+            "SELECT id, name, quantity, description, date_added FROM items \
+             WHERE (date_added, id) < ($1, $2) ORDER BY date_added DESC, id DESC LIMIT $3"
+        );
     }
 }

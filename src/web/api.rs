@@ -8,10 +8,11 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::cache::{CacheControl, ETag};
 use super::error::AppError;
 use super::extract::{ExistingItem, ItemId, Listing};
 use super::AppState;
-use crate::items::{idempotency_key, FieldErrors, Item, ItemInput, NewItem};
+use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem};
 
 #[derive(Serialize)]
 pub struct ItemList {
@@ -19,20 +20,35 @@ pub struct ItemList {
     page: u32,
     per_page: u32,
     next_page: Option<u32>,
+    /// The next page's position, for `?after=` (cheaper than `?page=` deep in the list).
+    next_after: Option<String>,
 }
 
-/// `GET /api/items?page=&per_page=&q=`
+/// `GET /api/items?page=&per_page=&q=&after=&before=`, with an `ETag` as the list page's.
 pub async fn list(
     State(state): State<AppState>,
     Listing(query): Listing,
-) -> Result<Json<ItemList>, AppError> {
+    request: HeaderMap,
+) -> Result<Response, AppError> {
+    let version = state.store.data_version().await?;
+    let tag = ETag::of(&[b"api", version.as_bytes(), format!("{query:?}").as_bytes()]);
+    if tag.matches(&request) {
+        return Ok(tag.not_modified(CacheControl::Shared));
+    }
     let page = state.store.list_items(&query).await?;
-    Ok(Json(ItemList {
-        next_page: page.has_next.then_some(query.page + 1),
+    let next_after = page
+        .items
+        .last()
+        .filter(|_| page.has_next)
+        .map(|last| Cursor::of(last).to_string());
+    let list = Json(ItemList {
+        next_page: page.has_next.then_some(query.page.saturating_add(1)),
+        next_after,
         items: page.items,
         page: query.page,
         per_page: query.per_page,
-    }))
+    });
+    Ok(tag.label(list.into_response(), CacheControl::Shared))
 }
 
 /// `POST /api/items` → 201 with the item and its `Location`. With an `Idempotency-Key`

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::AppError;
 use super::AppState;
-use crate::items::{Item, ListQuery};
+use crate::items::{Item, ListParams, ListQuery};
 
 /// The `{id}` of `/items/{id}…`: anything that is not a positive integer names no item.
 pub struct ItemId(pub i64);
@@ -44,29 +44,33 @@ impl FromRequestParts<AppState> for ExistingItem {
     }
 }
 
-/// `?page=&per_page=&q=` of a list, parsed by `ListQuery` (400 with its reason).
+/// `?page=&per_page=&q=&after=&before=` of a list, parsed by `ListQuery` (400 with its reason).
 pub struct Listing(pub ListQuery);
 
 /// The list parameters as they came in the query string.
 #[derive(Debug, Default, Deserialize)]
-struct ListParams {
+struct RawListParams {
     page: Option<String>,
     per_page: Option<String>,
     q: Option<String>,
+    after: Option<String>,
+    before: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Listing {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Listing, AppError> {
-        let Query(params) = Query::<ListParams>::from_request_parts(parts, state)
+        let Query(params) = Query::<RawListParams>::from_request_parts(parts, state)
             .await
             .map_err(|e| AppError::BadRequest(e.body_text()))?;
-        ListQuery::parse(
-            params.page.as_deref(),
-            params.per_page.as_deref(),
-            params.q.as_deref(),
-        )
+        ListQuery::parse(ListParams {
+            page: params.page.as_deref(),
+            per_page: params.per_page.as_deref(),
+            q: params.q.as_deref(),
+            after: params.after.as_deref(),
+            before: params.before.as_deref(),
+        })
         .map(Listing)
         .map_err(AppError::BadRequest)
     }

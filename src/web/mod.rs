@@ -1,8 +1,10 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
 //! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
-//! probes, `metrics` Prometheus; `csrf`, `extract`, `middleware` and `error` are the plumbing.
+//! probes, `metrics` Prometheus; `cache` makes the validators of conditional GETs;
+//! `csrf`, `extract`, `middleware` and `error` are the plumbing.
 
 mod api;
+mod cache;
 mod csrf;
 pub mod error;
 mod extract;

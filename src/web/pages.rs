@@ -2,17 +2,19 @@
 //! `/success`), an item's page, editing and deleting. Every redirect is relative.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 
+use super::cache::{CacheControl, ETag};
 use super::csrf::{self, CheckedForm, CsrfCookie, Protected};
 use super::error::AppError;
 use super::extract::{ExistingItem, ItemId, Listing};
 use super::AppState;
 use crate::items::{
-    idempotency_key, new_idempotency_key, FieldErrors, Item, ItemInput, ListQuery, DEFAULT_PER_PAGE,
+    idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
+    ListQuery, DEFAULT_PER_PAGE,
 };
 
 /// An item as the templates show it.
@@ -212,10 +214,17 @@ fn invalid_form(
 }
 
 /// `GET /items` and `GET /success`: one page of the items, newest first, maybe searched.
+/// A repeat view whose `ETag` still holds is answered 304 before any item is read.
 pub async fn list_items(
     State(state): State<AppState>,
     Listing(query): Listing,
-) -> Result<Html<String>, AppError> {
+    request: HeaderMap,
+) -> Result<Response, AppError> {
+    let version = state.store.data_version().await?;
+    let tag = ETag::of(&[version.as_bytes(), format!("{query:?}").as_bytes()]);
+    if tag.matches(&request) {
+        return Ok(tag.not_modified(CacheControl::Shared));
+    }
     let page = state.store.list_items(&query).await?;
     let mut context = tera::Context::new();
     context.insert("has_items", &!page.items.is_empty());
@@ -223,22 +232,44 @@ pub async fn list_items(
     context.insert("search", &query.search);
     context.insert("page", &query.page);
     context.insert("per_page", &query.per_page);
-    let prev_url = (query.page > 1).then(|| page_url(&query, query.page - 1));
-    let next_url = page.has_next.then(|| page_url(&query, query.page + 1));
+    let (prev_url, next_url) = neighbour_urls(&query, &page);
     context.insert("prev_url", &prev_url);
     context.insert("next_url", &next_url);
-    Ok(Html(state.templates.render("list.html", &context)?))
+    let html = Html(state.templates.render("list.html", &context)?);
+    Ok(tag.label(html.into_response(), CacheControl::Shared))
+}
+
+/// The links to the newer and the older page: each starts next to this page's first or
+/// last item (`before=`/`after=`), so a page ten thousand deep costs what the first does.
+/// The newest page is plain `/items`.
+fn neighbour_urls(query: &ListQuery, page: &ItemPage) -> (Option<String>, Option<String>) {
+    let first = page.items.first().map(Cursor::of);
+    let last = page.items.last().map(Cursor::of);
+    let prev = match first {
+        Some(first) if page.has_prev && query.page > 2 => {
+            Some(page_url(query, query.page - 1, Some(("before", first))))
+        }
+        _ if page.has_prev => Some(page_url(query, 1, None)),
+        _ => None,
+    };
+    let next = last
+        .filter(|_| page.has_next)
+        .map(|last| page_url(query, query.page.saturating_add(1), Some(("after", last))));
+    (prev, next)
 }
 
 /// The list URL for another page of the same query (only the parameters that differ
 /// from the defaults).
-fn page_url(query: &ListQuery, page: u32) -> String {
+fn page_url(query: &ListQuery, page: u32, from: Option<(&str, Cursor)>) -> String {
     let mut params: Vec<(&str, String)> = Vec::new();
     if !query.search.is_empty() {
         params.push(("q", query.search.clone()));
     }
     if query.per_page != DEFAULT_PER_PAGE {
         params.push(("per_page", query.per_page.to_string()));
+    }
+    if let Some((name, cursor)) = from {
+        params.push((name, cursor.to_string()));
     }
     if page != 1 {
         params.push(("page", page.to_string()));
@@ -249,16 +280,24 @@ fn page_url(query: &ListQuery, page: u32) -> String {
     }
 }
 
-/// `GET /items/{id}`.
+/// `GET /items/{id}`. Its `ETag` is made from the item as read and the form token the
+/// page embeds; a repeat view of an unchanged item is answered 304 without rendering.
 pub async fn show_item(
     State(state): State<AppState>,
     Extension(cookie): Extension<CsrfCookie>,
     ExistingItem(item): ExistingItem,
-) -> Result<Html<String>, AppError> {
+    request: HeaderMap,
+) -> Result<Response, AppError> {
+    let token = csrf::form_token(&state, &cookie);
+    let tag = ETag::of(&[format!("{item:?}").as_bytes(), token.as_bytes()]);
+    if tag.matches(&request) {
+        return Ok(tag.not_modified(CacheControl::PerBrowser));
+    }
     let mut context = tera::Context::new();
     context.insert("item", &ItemView::from(&item));
-    context.insert("csrf_token", &csrf::form_token(&state, &cookie));
-    Ok(Html(state.templates.render("item.html", &context)?))
+    context.insert("csrf_token", &token);
+    let html = Html(state.templates.render("item.html", &context)?);
+    Ok(tag.label(html.into_response(), CacheControl::PerBrowser))
 }
 
 /// `GET /items/{id}/edit`: the form, filled in with the item.
@@ -311,8 +350,21 @@ mod tests {
 
     #[test]
     fn page_urls_keep_the_query_and_encode_it() {
-        let query = ListQuery::parse(Some("2"), Some("10"), Some("a&b c")).unwrap();
-        assert_eq!(page_url(&query, 3), "/items?q=a%26b+c&per_page=10&page=3");
-        assert_eq!(page_url(&ListQuery::default(), 1), "/items");
+        let query = ListQuery::parse(crate::items::ListParams {
+            page: Some("2"),
+            per_page: Some("10"),
+            q: Some("a&b c"),
+            ..Default::default()
+        })
+        .unwrap();
+        let cursor = Cursor {
+            date_added: chrono::DateTime::from_timestamp_micros(1_000_000).unwrap(),
+            id: 7,
+        };
+        assert_eq!(
+            page_url(&query, 3, Some(("after", cursor))),
+            "/items?q=a%26b+c&per_page=10&after=1000000.7&page=3"
+        );
+        assert_eq!(page_url(&ListQuery::default(), 1, None), "/items");
     }
 }

@@ -3,6 +3,8 @@
 
 use tera::{Context, Tera};
 
+use super::cache::Fnv1a;
+
 pub const STYLESHEET: &str = include_str!("templates/shop.css");
 
 /// Where the stylesheet is served: its name carries a hash of its content, so it can be
@@ -10,10 +12,25 @@ pub const STYLESHEET: &str = include_str!("templates/shop.css");
 pub fn stylesheet_path() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let hash = STYLESHEET.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
-        format!("/static/shop.{:08x}.css", hash as u32)
+        let mut hash = Fnv1a::new();
+        hash.write(STYLESHEET.as_bytes());
+        format!("/static/shop.{:08x}.css", hash.finish() as u32)
+    })
+}
+
+/// What identifies the pages this build renders: shop's version, the templates and the
+/// stylesheet. Part of every page's `ETag`, so an upgrade that changes a page changes it.
+pub fn fingerprint() -> u64 {
+    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FINGERPRINT.get_or_init(|| {
+        let mut hash = Fnv1a::new();
+        hash.write(env!("CARGO_PKG_VERSION").as_bytes());
+        for (name, text) in TEMPLATES {
+            hash.write(name.as_bytes());
+            hash.write(text.as_bytes());
+        }
+        hash.write(STYLESHEET.as_bytes());
+        hash.finish()
     })
 }
 

@@ -1,0 +1,145 @@
+//! Repeat views that cost nothing: the pages' validators (`ETag`s, made from the data a
+//! page shows and the build that renders it) and the `304 Not Modified` answer to a
+//! conditional GET whose validator still holds, given before anything is rendered.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::templates;
+
+/// A page's validator: a weak `ETag` (the page may be compressed on its way), the same on
+/// every instance for the same data, and different as soon as anything it depends on is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ETag(String);
+
+impl ETag {
+    /// The tag of a page made from `parts` (the data's version, the query, the form token
+    /// it embeds) by this build of shop (its version, templates and stylesheet).
+    pub fn of(parts: &[&[u8]]) -> ETag {
+        let mut hash = Fnv1a::new();
+        hash.write(&templates::fingerprint().to_le_bytes());
+        for part in parts {
+            // Length first: ("ab", "c") and ("a", "bc") are different pages.
+            hash.write(&(part.len() as u64).to_le_bytes());
+            hash.write(part);
+        }
+        ETag(format!("W/\"{:016x}\"", hash.finish()))
+    }
+
+    /// Whether the request's `If-None-Match` names this tag (or `*`): weak comparison.
+    pub fn matches(&self, request: &HeaderMap) -> bool {
+        let ours = opaque(&self.0);
+        request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .any(|tag| tag == "*" || opaque(tag) == ours)
+    }
+
+    /// The answer to a conditional GET that still holds: no body.
+    pub fn not_modified(&self, cache: CacheControl) -> Response {
+        self.label(StatusCode::NOT_MODIFIED.into_response(), cache)
+    }
+
+    /// `response` (a 200 page), labelled with this tag.
+    pub fn label(&self, mut response: Response, cache: CacheControl) -> Response {
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&self.0) {
+            headers.insert(header::ETAG, value);
+        }
+        let (control, vary) = match cache {
+            CacheControl::Shared => ("no-cache", None),
+            CacheControl::PerBrowser => ("private, no-cache", Some("Cookie")),
+        };
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(control));
+        if let Some(vary) = vary {
+            headers.append(header::VARY, HeaderValue::from_static(vary));
+        }
+        response
+    }
+}
+
+/// Who may keep a copy of a page. Either way it is checked with the server before each
+/// use (`no-cache`): that check is the cheap conditional GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheControl {
+    /// The same for every visitor (the list).
+    Shared,
+    /// Embeds the browser's form token (an item's page, with its delete button).
+    PerBrowser,
+}
+
+/// A tag without its weakness prefix: what weak comparison compares.
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// FNV-1a, 64 bits: a small, stable hash (the same in every build and on every machine,
+/// which `std`'s hasher does not promise).
+pub struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(if_none_match: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(if_none_match).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn tags_depend_on_every_part_and_its_boundaries() {
+        let tag = ETag::of(&[b"ab", b"c"]);
+        assert_eq!(tag, ETag::of(&[b"ab", b"c"]));
+        assert_ne!(tag, ETag::of(&[b"a", b"bc"]));
+        assert_ne!(tag, ETag::of(&[b"ab", b"d"]));
+        assert!(tag.0.starts_with("W/\""), "{}", tag.0);
+    }
+
+    #[test]
+    fn if_none_match_is_compared_weakly_in_lists() {
+        let tag = ETag::of(&[b"page"]);
+        let strong = tag.0.trim_start_matches("W/").to_owned();
+        assert!(tag.matches(&request(&tag.0)));
+        assert!(tag.matches(&request(&strong)));
+        assert!(tag.matches(&request(&format!("\"other\", {}", tag.0))));
+        assert!(tag.matches(&request("*")));
+        assert!(!tag.matches(&request("W/\"other\"")));
+        assert!(!tag.matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn not_modified_has_no_body_and_keeps_the_headers() {
+        let tag = ETag::of(&[b"page"]);
+        let response = tag.not_modified(CacheControl::PerBrowser);
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(response.headers()[header::ETAG], tag.0.as_str());
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "private, no-cache"
+        );
+        assert_eq!(response.headers()[header::VARY], "Cookie");
+    }
+}
