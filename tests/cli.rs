@@ -318,6 +318,37 @@ async fn passwords_and_secrets_are_never_printed() {
         .starts_with("postgres://"));
 }
 
+/// An index build that was interrupted (`CREATE INDEX CONCURRENTLY` leaves the index
+/// invalid and its migration unrecorded) is dropped and built again by the next migrate,
+/// and search answers through it.
+#[test]
+fn an_interrupted_index_build_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Postgres);
+    let env = [("SHOP_DATABASE__URL", db.url.as_str())];
+    assert!(run(dir.path(), &["migrate"], &env).status.success());
+    let newest = common::migration_count();
+    db.sql(&format!(
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'items_search'::regclass; \
+         DELETE FROM _sqlx_migrations WHERE version = {newest}"
+    ));
+    let valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_search'::regclass";
+    assert_eq!(db.sql(valid).trim(), "f");
+
+    let out = run(dir.path(), &["migrate"], &env);
+    assert!(
+        out.status.success() && text(&out).contains("applied 1 migration(s)"),
+        "{}",
+        text(&out)
+    );
+    // (Had the invalid index stayed, CREATE INDEX would have failed: it exists.)
+    assert_eq!(db.sql(valid).trim(), "t");
+    let plan = db.sql(
+        "SET enable_seqscan = off; EXPLAIN SELECT id FROM items WHERE (name || chr(31) || description) ILIKE '%lamp%'",
+    );
+    assert!(plan.contains("items_search"), "{plan}");
+}
+
 #[test]
 fn help_and_version() {
     let dir = tempfile::tempdir().unwrap();
