@@ -12,8 +12,8 @@ pub const DEFAULT_PER_PAGE: u32 = 50;
 pub const MAX_PER_PAGE: u32 = 1000;
 pub const MAX_SEARCH_CHARS: usize = 256;
 
-/// An item as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+/// An item as stored (read from a row by `db`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Item {
     pub id: i64,
     pub name: String,

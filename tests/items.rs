@@ -27,12 +27,9 @@ async fn create_then_list_shows_every_field(backend: Backend) {
         assert_eq!(status, 200, "{path}");
         assert!(!html.contains("[,"), "the ancestor's empty list: {html}");
         for field in [
-            "<td><a href=\"/items/1\">Brass lamp</a></td>",
-            "<td class=\"num\">3</td>",
-            "<td>Works, needs a bulb</td>",
+            "<td><a href=\"/items/1\">Brass lamp</a><td>3<td>Works, needs a bulb<td>",
             ">Chair</a>",
-            "<td class=\"num\">12</td>",
-            "<td>Oak</td>",
+            "</a><td>12<td>Oak<td>",
         ] {
             assert!(html.contains(field), "{path} lacks {field}:\n{html}");
         }
@@ -167,8 +164,8 @@ async fn output_is_escaped(backend: Backend) {
     );
     let (_, html) = get_text(&shop.url("/items")).await;
     assert!(!html.contains("<script>alert"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
-    assert!(html.contains("&quot;quoted&quot; &amp; &lt;b&gt;bold&lt;&#x2F;b&gt;"));
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(html.contains("&quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt;"));
     let (_, html) = get_text(&shop.url("/items?q=%3Cscript%3E")).await;
     assert!(
         !html.contains("<script>alert"),

@@ -65,11 +65,9 @@ impl Store {
                 let mut conn = pool.acquire().await?;
                 // Closed, not returned to the pool: a session lock must not outlive this run.
                 conn.close_on_drop();
-                // sqlx takes this lock too, but only around its own run: the repair before it
+                // sqlx takes a lock too, but only around its own run: the repair before it
                 // must not drop an index another instance is building right now.
-                sqlx::query(queries::LOCK_MIGRATIONS)
-                    .execute(&mut *conn)
-                    .await?;
+                lock_migrations(&mut conn).await?;
                 let result: StoreResult<()> = async {
                     drop_interrupted_indexes(&mut conn).await?;
                     // (`run_direct`: `run` with a connection is not `Send` in sqlx 0.8.)
@@ -128,6 +126,27 @@ impl Store {
                 .collect(),
             applied,
         })
+    }
+}
+
+/// Take the migration lock, asking again every 100 ms rather than waiting in the database:
+/// a waiting statement holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the instance
+/// that migrates waits for every snapshot to end — a deadlock PostgreSQL would break by
+/// failing one of them.
+async fn lock_migrations(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    let mut said = false;
+    loop {
+        let (locked,): (bool,) = sqlx::query_as(queries::TRY_LOCK_MIGRATIONS)
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked {
+            return Ok(());
+        }
+        if !said {
+            tracing::info!("another instance is migrating the database; waiting for it");
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -37,7 +37,7 @@ pub const HAS_MIGRATIONS_TABLE: Sql = Sql {
 };
 
 /// Held around migrating a PostgreSQL database (an advisory lock of its own, beside sqlx's).
-pub const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_lock(hashtext('shop migrations'))";
+pub const TRY_LOCK_MIGRATIONS: &str = "SELECT pg_try_advisory_lock(hashtext('shop migrations'))";
 pub const UNLOCK_MIGRATIONS: &str = "SELECT pg_advisory_unlock(hashtext('shop migrations'))";
 
 /// Indexes on `items` that are not valid: what an interrupted `CREATE INDEX CONCURRENTLY`

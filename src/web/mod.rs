@@ -1,6 +1,7 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
 //! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
 //! probes, `metrics` Prometheus; `cache` makes the validators of conditional GETs;
+//! `rows` writes the list's table;
 //! `csrf`, `extract`, `middleware` and `error` are the plumbing.
 
 mod api;
@@ -12,6 +13,7 @@ mod health;
 mod metrics;
 pub mod middleware;
 mod pages;
+mod rows;
 mod templates;
 
 use std::sync::Arc;

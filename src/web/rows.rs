@@ -1,0 +1,143 @@
+//! The list page's table rows, written straight into the page's buffer: on the 1,000-row
+//! page this is most of an instance's work, so it avoids what the template engine and
+//! `format!` cost per row (a JSON value per row, an allocation per escaped field, the
+//! formatting machinery for every number).
+
+use chrono::{Datelike, Timelike};
+
+use crate::items::Item;
+
+/// About what one row takes, to size the buffer once.
+pub const ROW_BYTES: usize = 176;
+
+/// Append the `<tr>` of each item to `html`. The cells' and rows' end tags are left out,
+/// as HTML allows: a fifth of the bytes of a list page, for nginx and the browser to carry.
+pub fn write_rows(html: &mut String, items: &[Item]) {
+    html.reserve(items.len() * ROW_BYTES);
+    for item in items {
+        html.push_str("<tr><td><a href=\"/items/");
+        push_int(html, item.id);
+        html.push_str("\">");
+        push_escaped(html, &item.name);
+        html.push_str("</a><td>");
+        push_int(html, i64::from(item.quantity));
+        html.push_str("<td>");
+        push_escaped(html, &item.description);
+        html.push_str("<td>");
+        push_time(html, item);
+        html.push('\n');
+    }
+}
+
+/// `<time datetime="2026-11-23T21:07:00Z">2026-11-23 21:07 UTC</time>`: when the item was
+/// added, for machines and for people.
+pub fn push_time(html: &mut String, item: &Item) {
+    let d = item.date_added;
+    html.push_str("<time datetime=\"");
+    push_date(html, item);
+    html.push('T');
+    push_2(html, d.hour());
+    html.push(':');
+    push_2(html, d.minute());
+    html.push(':');
+    push_2(html, d.second());
+    html.push_str("Z\">");
+    push_date(html, item);
+    html.push(' ');
+    push_2(html, d.hour());
+    html.push(':');
+    push_2(html, d.minute());
+    html.push_str(" UTC</time>");
+}
+
+fn push_date(html: &mut String, item: &Item) {
+    let d = item.date_added;
+    let year = d.year();
+    if (0..10_000).contains(&year) {
+        push_2(html, (year / 100) as u32);
+        push_2(html, (year % 100) as u32);
+    } else {
+        push_int(html, i64::from(year));
+    }
+    html.push('-');
+    push_2(html, d.month());
+    html.push('-');
+    push_2(html, d.day());
+}
+
+/// Two digits, zero-padded.
+fn push_2(html: &mut String, n: u32) {
+    html.push(char::from(b'0' + (n / 10 % 10) as u8));
+    html.push(char::from(b'0' + (n % 10) as u8));
+}
+
+fn push_int(html: &mut String, n: i64) {
+    html.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `text` with `&`, `<`, `>`, `"` and `'` escaped: safe in element content and in quoted
+/// attributes. Most text has none of them and is copied in one piece.
+pub fn push_escaped(html: &mut String, text: &str) {
+    let special = |b: &u8| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+    let mut rest = text;
+    // (Bytes: the five are ASCII, so `at` is always on a character boundary.)
+    while let Some(at) = rest.as_bytes().iter().position(special) {
+        html.push_str(&rest[..at]);
+        html.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#x27;",
+        });
+        rest = &rest[at + 1..];
+    }
+    html.push_str(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str, description: &str, micros: i64) -> Item {
+        Item {
+            id: 42,
+            name: name.into(),
+            quantity: 1000000,
+            description: description.into(),
+            date_added: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_row_has_every_field_escaped() {
+        let mut html = String::new();
+        write_rows(
+            &mut html,
+            &[item("<b>Lamp</b> & \"co\"", "it's", 1_763_932_020_999_999)],
+        );
+        assert_eq!(
+            html,
+            "<tr><td><a href=\"/items/42\">&lt;b&gt;Lamp&lt;/b&gt; &amp; &quot;co&quot;</a>\
+             <td>1000000<td>it&#x27;s<td><time datetime=\"2025-11-23T21:07:00Z\">\
+             2025-11-23 21:07 UTC</time>\n"
+        );
+    }
+
+    #[test]
+    fn dates_are_padded() {
+        let mut html = String::new();
+        push_time(&mut html, &item("a", "b", 0));
+        assert_eq!(
+            html,
+            "<time datetime=\"1970-01-01T00:00:00Z\">1970-01-01 00:00 UTC</time>"
+        );
+    }
+
+    #[test]
+    fn plain_text_is_copied_whole() {
+        let mut html = String::new();
+        push_escaped(&mut html, "plain text, no markup");
+        assert_eq!(html, "plain text, no markup");
+    }
+}
