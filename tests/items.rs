@@ -164,7 +164,10 @@ async fn output_is_escaped(backend: Backend) {
     );
     let (_, html) = get_text(&shop.url("/items")).await;
     assert!(!html.contains("<script>alert"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
     assert!(html.contains("&quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt;"));
     let (_, html) = get_text(&shop.url("/items?q=%3Cscript%3E")).await;
     assert!(
