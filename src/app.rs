@@ -171,6 +171,26 @@ async fn watchdog_pings(heartbeat: Arc<Heartbeat>, interval: Duration) {
     }
 }
 
+/// Run `work` (reaching the database, migrating it), telling systemd every 10 s that the
+/// start goes on: building an index on a big table can outlast `TimeoutStartSec`, and an
+/// instance killed mid-build would build it again at every restart.
+async fn while_keeping_systemd_waiting<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(10),
+        Duration::from_secs(10),
+    );
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => systemd::extend_start_timeout(
+                Duration::from_secs(30),
+                "migrating the database (a big table takes a while)",
+            ),
+        }
+    }
+}
+
 /// Reach the database before serving, for at most `database.startup_wait_secs`, and
 /// apply pending migrations (unless configured not to). A database that does not answer
 /// by then is no reason to wait longer: the instance serves (503 until the database comes,
@@ -180,7 +200,7 @@ async fn first_contact(store: &Store, settings: &Settings) -> anyhow::Result<()>
     let migrate = settings.database.migrate_on_start;
     let deadline = Instant::now() + settings.database.startup_wait();
     loop {
-        match store.reach(migrate).await {
+        match while_keeping_systemd_waiting(store.reach(migrate)).await {
             Ok(()) => break,
             Err(StoreError::Unavailable(e)) if Instant::now() < deadline => {
                 tracing::debug!(error = %e, "database not reachable yet");

@@ -116,6 +116,16 @@ pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }
 
+/// Ask systemd for `by` more time to start (`TimeoutStartSec` counts from now again); a
+/// long migration (an index built on a big table) asks again and again while it runs.
+pub fn extend_start_timeout(by: Duration, status: &str) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
+}
+
 /// Tell systemd shutdown has begun.
 pub fn stopping(status: &str) {
     notify(&[NotifyState::Stopping, NotifyState::Status(status)]);

@@ -327,6 +327,55 @@ both_backends!(
     the_list_walks_the_index
 );
 
+/// Slow queries that keep every pooled connection busy are load, not an outage: the
+/// request that cannot get a connection in time gets a 503, and the next one is served
+/// as soon as a connection is free (no gate closed, no "database unavailable").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_is_busy_not_an_outage() {
+    let db = TestDb::new(Backend::Postgres);
+    let shop = Shop::start(
+        &db.url,
+        &[
+            ("SHOP_DATABASE__MAX_CONNECTIONS", "1"),
+            ("SHOP_DATABASE__ACQUIRE_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let http = client();
+    assert_eq!(common::status_of(http.get(shop.url("/items"))).await, 200);
+    // Another session locks the table for 3 s: the list's query waits on its connection.
+    let mut locker = std::process::Command::new("psql")
+        .args([
+            &db.url,
+            "-qXc",
+            "BEGIN; LOCK TABLE items; SELECT pg_sleep(3); COMMIT",
+        ])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = tokio::spawn(common::status_of(http.get(shop.url("/items"))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = http.get(shop.url("/api/items")).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        503,
+        "no connection within the acquire timeout"
+    );
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(slow.await.unwrap(), 200, "the waiting query finishes");
+    assert!(locker.wait().unwrap().success());
+    let asked = std::time::Instant::now();
+    assert_eq!(common::status_of(http.get(shop.url("/items"))).await, 200);
+    assert!(
+        asked.elapsed() < Duration::from_millis(200),
+        "served at once"
+    );
+    assert!(
+        !shop.logs().contains("database unavailable"),
+        "a busy pool is no outage:\n{}",
+        shop.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
     let db = TestDb::new(Backend::Sqlite);
