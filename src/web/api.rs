@@ -30,10 +30,9 @@ pub async fn list(
     Listing(query): Listing,
     request: HeaderMap,
 ) -> Result<Response, AppError> {
-    let version = state.store.data_version().await?;
-    let tag = ETag::of(&[b"api", version.as_bytes(), format!("{query:?}").as_bytes()]);
-    if tag.matches(&request) {
-        return Ok(tag.not_modified(CacheControl::Shared));
+    let tag = ETag::of_list(&state.store, "api", &query).await?;
+    if let Some(not_modified) = tag.answer(&request, CacheControl::Shared) {
+        return Ok(not_modified);
     }
     let page = state.store.list_items(&query).await?;
     let next_after = page

@@ -6,6 +6,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::templates;
+use crate::db::{Store, StoreResult};
+use crate::items::ListQuery;
 
 /// A page's validator: a weak `ETag` (the page may be compressed on its way), the same on
 /// every instance for the same data, and different as soon as anything it depends on is.
@@ -24,6 +26,23 @@ impl ETag {
             hash.write(part);
         }
         ETag(format!("W/\"{:016x}\"", hash.finish()))
+    }
+
+    /// A list's tag: the data's version (read first, so the list read after it is never
+    /// older than its tag), which list (`flavour`: the page or the API's JSON) and its query.
+    pub async fn of_list(store: &Store, flavour: &str, query: &ListQuery) -> StoreResult<ETag> {
+        let version = store.data_version().await?;
+        let query = format!("{query:?}");
+        Ok(ETag::of(&[
+            flavour.as_bytes(),
+            version.as_bytes(),
+            query.as_bytes(),
+        ]))
+    }
+
+    /// The 304 for a request whose `If-None-Match` names this tag; `None`: send the page.
+    pub fn answer(&self, request: &HeaderMap, cache: CacheControl) -> Option<Response> {
+        self.matches(request).then(|| self.not_modified(cache))
     }
 
     /// Whether the request's `If-None-Match` names this tag (or `*`): weak comparison.

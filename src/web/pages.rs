@@ -199,10 +199,9 @@ pub async fn list_items(
     Listing(query): Listing,
     request: HeaderMap,
 ) -> Result<Response, AppError> {
-    let version = state.store.data_version().await?;
-    let tag = ETag::of(&[version.as_bytes(), format!("{query:?}").as_bytes()]);
-    if tag.matches(&request) {
-        return Ok(tag.not_modified(CacheControl::Shared));
+    let tag = ETag::of_list(&state.store, "page", &query).await?;
+    if let Some(not_modified) = tag.answer(&request, CacheControl::Shared) {
+        return Ok(not_modified);
     }
     let page = state.store.list_items(&query).await?;
     let mut context = tera::Context::new();
@@ -268,8 +267,8 @@ pub async fn show_item(
 ) -> Result<Response, AppError> {
     let token = csrf::form_token(&state, &cookie);
     let tag = ETag::of(&[format!("{item:?}").as_bytes(), token.as_bytes()]);
-    if tag.matches(&request) {
-        return Ok(tag.not_modified(CacheControl::PerBrowser));
+    if let Some(not_modified) = tag.answer(&request, CacheControl::PerBrowser) {
+        return Ok(not_modified);
     }
     let mut context = tera::Context::new();
     context.insert("item", &ItemView::from(&item));

@@ -33,36 +33,56 @@ pub fn write_rows(html: &mut String, items: &[Item]) {
 /// added, for machines and for people.
 pub fn push_time(html: &mut String, item: &Item) {
     let d = item.date_added;
+    let minute = Minute::of(&d);
+    let minute = minute.as_str();
+    // "2026-11-23T21:07": the attribute adds the seconds, people see a space for the T.
+    let (date, time) = minute.split_at(minute.len() - 6);
     html.push_str("<time datetime=\"");
-    push_date(html, item);
-    html.push('T');
-    push_2(html, d.hour());
-    html.push(':');
-    push_2(html, d.minute());
+    html.push_str(minute);
     html.push(':');
     push_2(html, d.second());
     html.push_str("Z\">");
-    push_date(html, item);
+    html.push_str(date);
     html.push(' ');
-    push_2(html, d.hour());
-    html.push(':');
-    push_2(html, d.minute());
+    html.push_str(&time[1..]);
     html.push_str(" UTC</time>");
 }
 
-fn push_date(html: &mut String, item: &Item) {
-    let d = item.date_added;
-    let year = d.year();
-    if (0..10_000).contains(&year) {
-        push_2(html, (year / 100) as u32);
-        push_2(html, (year % 100) as u32);
-    } else {
-        push_int(html, i64::from(year));
+/// "YYYY-MM-DDTHH:MM", on the stack (a year of other than four digits takes the slow way).
+enum Minute {
+    Short([u8; 16]),
+    Long(String),
+}
+
+impl Minute {
+    fn of(d: &chrono::DateTime<chrono::Utc>) -> Minute {
+        let year = d.year();
+        if !(0..10_000).contains(&year) {
+            return Minute::Long(d.format("%Y-%m-%dT%H:%M").to_string());
+        }
+        let mut text = *b"0000-00-00T00:00";
+        let year = year as u32;
+        for (at, n) in [
+            (0, year / 100),
+            (2, year % 100),
+            (5, d.month()),
+            (8, d.day()),
+            (11, d.hour()),
+            (14, d.minute()),
+        ] {
+            text[at] = b'0' + (n / 10) as u8;
+            text[at + 1] = b'0' + (n % 10) as u8;
+        }
+        Minute::Short(text)
     }
-    html.push('-');
-    push_2(html, d.month());
-    html.push('-');
-    push_2(html, d.day());
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII digits and separators were written.
+            Minute::Short(text) => std::str::from_utf8(text).unwrap_or_default(),
+            Minute::Long(text) => text,
+        }
+    }
 }
 
 /// Two digits, zero-padded.
