@@ -57,7 +57,8 @@ async fn get(url: &str, cookie: Option<&str>, tag: Option<&str>) -> (u16, String
     (status, etag, response.text().await.unwrap())
 }
 
-async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
+/// Two instances of one private database, and an item created through the first.
+async fn two_instances_with_a_lamp(backend: Backend) -> (PrivateDb, Shop, Shop, serde_json::Value) {
     let db = private_db(backend);
     let (a, b) = (Shop::start(&db.url, &[]), Shop::start(&db.url, &[]));
     let item = common::create_item(
@@ -65,6 +66,11 @@ async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
         &json!({"name": "Lamp", "quantity": 1, "description": "brass"}),
     )
     .await;
+    (db, a, b, item)
+}
+
+async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
+    let (_db, a, b, item) = two_instances_with_a_lamp(backend).await;
     let id = item["id"].as_i64().unwrap();
 
     // The same data has the same tag on every instance: b answers a's tag with a 304.
@@ -131,13 +137,7 @@ async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
 /// An item's page embeds the browser's form token: its tag is per browser (`Vary: Cookie`),
 /// and moves when the item changes.
 async fn item_pages_are_validated_per_browser(backend: Backend) {
-    let db = private_db(backend);
-    let (a, b) = (Shop::start(&db.url, &[]), Shop::start(&db.url, &[]));
-    let item = common::create_item(
-        &a,
-        &json!({"name": "Lamp", "quantity": 1, "description": "brass"}),
-    )
-    .await;
+    let (_db, a, b, item) = two_instances_with_a_lamp(backend).await;
     let path = format!("/items/{}", item["id"]);
 
     let first = client().get(a.url(&path)).send().await.unwrap();
