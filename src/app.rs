@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::db::{DbState, Store, StoreError};
 use crate::server::{self, ConnectionPolicy, Heartbeat};
 use crate::systemd::{self, Handover};
-use crate::web::{self, AppState, CsrfKey, Limits, Metrics};
+use crate::web::{self, AppState, CsrfKey, Limits, Metrics, TrustedProxies};
 
 /// `shop serve`: on the socket systemd passed, or on `server.listen`.
 pub async fn serve(settings: Settings, handover: Handover) -> anyhow::Result<()> {
@@ -82,8 +82,14 @@ impl Run {
         first_contact(&store, &settings).await?;
         let metrics = Metrics::install(&instance)
             .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
-        let state = AppState::new(store.clone(), csrf_key(&settings), &instance, metrics)
-            .context("loading templates")?;
+        let state = AppState::new(
+            store.clone(),
+            csrf_key(&settings),
+            TrustedProxies::new(&settings.server.trusted_proxies),
+            &instance,
+            metrics,
+        )
+        .context("loading templates")?;
         let app = web::router(
             state,
             Limits {

@@ -2,7 +2,7 @@
 //! validated once at start so a bad value fails with the name of its key.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ pub struct ServerSettings {
     /// Under socket activation, exit cleanly after this many seconds with no request
     /// (0: never); systemd keeps the socket and starts shop again on the next connection.
     pub idle_exit_after_secs: u64,
+    /// The proxies (nginx) whose `X-Forwarded-Proto` is believed: a request from one of
+    /// these addresses that says `https` came over HTTPS, and its cookie is `Secure`.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +318,7 @@ request_timeout_secs = 30
 shutdown_timeout_secs = 20
 keepalive_idle_secs = 75
 idle_exit_after_secs = 0
+trusted_proxies = ["127.0.0.1", "::1"]
 
 [database]
 url = "sqlite:shop.db"

@@ -3,11 +3,12 @@
 //! requests finish within a bound, and close idle keep-alive connections cleanly.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue};
 use axum::Router;
 use hyper::body::Incoming;
@@ -154,9 +155,9 @@ pub async fn serve(
     let idle = activity.idle_for(policy.idle_exit);
     tokio::pin!(shutdown, idle);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     // Out of file descriptors or a connection reset before accept: keep going.
                     tracing::warn!(error = %e, "accept failed");
@@ -174,6 +175,7 @@ pub async fn serve(
         };
         let connection = serve_connection(
             stream,
+            peer,
             app.clone(),
             http.clone(),
             stop_signal.clone(),
@@ -211,6 +213,7 @@ pub async fn serve(
 /// yet gets `FIRST_REQUEST_GRACE` to do so; an idle kept-alive connection closes at once.
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     http: http1::Builder,
     mut stopping: watch::Receiver<bool>,
@@ -219,8 +222,9 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let (seen_request, mut first_request) = watch::channel(false);
     let draining = stopping.clone();
-    let service = tower::service_fn(move |request: Request<Incoming>| {
+    let service = tower::service_fn(move |mut request: Request<Incoming>| {
         seen_request.send_replace(true);
+        request.extensions_mut().insert(ConnectInfo(peer));
         let (app, draining) = (app.clone(), draining.clone());
         let in_flight = activity.begin();
         async move {

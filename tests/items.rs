@@ -623,6 +623,37 @@ async fn redirects_ignore_the_host_header(backend: Backend) {
     assert_eq!(response.headers()["location"], "/items");
 }
 
+/// The form cookie is `Secure` when the browser came over HTTPS, as nginx on this host
+/// (a trusted proxy: 127.0.0.1 by default) says with X-Forwarded-Proto, and only then.
+/// (That an untrusted address cannot say so is tests in src/web/forwarded.rs, and over a
+/// real network in tests/several_hosts.rs.)
+#[tokio::test]
+async fn the_form_cookie_is_secure_when_the_proxy_says_https() {
+    let (_db, shop) = start(Backend::Sqlite);
+    let cookie_for = |proto: Option<&'static str>| {
+        let mut request = client().get(shop.url("/"));
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let over_https = cookie_for(Some("https")).await;
+    assert!(
+        over_https.ends_with("; HttpOnly; SameSite=Lax; Secure"),
+        "{over_https}"
+    );
+    for plain in [cookie_for(Some("http")).await, cookie_for(None).await] {
+        assert!(!plain.contains("Secure"), "{plain}");
+        assert!(plain.ends_with("; HttpOnly; SameSite=Lax"), "{plain}");
+    }
+}
+
 async fn a_repeated_post_creates_one_item(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();

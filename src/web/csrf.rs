@@ -3,7 +3,7 @@
 //! that shares the secret accepts a form another instance rendered; another site can
 //! neither read the cookie nor forge the token.
 
-use axum::extract::{Form, FromRequest, Request};
+use axum::extract::{Form, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -96,12 +96,24 @@ fn is_cookie_value(value: &str) -> bool {
 
 /// Page-router layer: make sure the request has a CSRF cookie, and hand a new one to the
 /// browser with the response.
-pub async fn ensure_cookie(mut request: Request, next: Next) -> Response {
+/// The cookie is `Secure` (sent back over HTTPS only) when the browser came over HTTPS,
+/// as a trusted proxy tells.
+pub async fn ensure_cookie(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let cookie = CsrfCookie::from_headers(request.headers());
     request.extensions_mut().insert(cookie.clone());
-    let mut response = next.run(request).await;
+    let (parts, body) = request.into_parts();
+    let secure = state.proxies.came_over_https(&parts);
+    let mut response = next.run(Request::from_parts(parts, body)).await;
     if cookie.is_new {
-        let value = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", cookie.value);
+        let secure = if secure { "; Secure" } else { "" };
+        let value = format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+            cookie.value
+        );
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }

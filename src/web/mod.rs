@@ -2,13 +2,14 @@
 //! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
 //! probes, `metrics` Prometheus; `cache` makes the validators of conditional GETs;
 //! `rows` writes the list's table;
-//! `csrf`, `extract`, `middleware` and `error` are the plumbing.
+//! `csrf`, `forwarded`, `extract`, `middleware` and `error` are the plumbing.
 
 mod api;
 mod cache;
 mod csrf;
 pub mod error;
 mod extract;
+mod forwarded;
 mod health;
 mod metrics;
 pub mod middleware;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -30,6 +31,7 @@ use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 pub use csrf::CsrfKey;
+pub use forwarded::TrustedProxies;
 pub use metrics::Metrics;
 use templates::{stylesheet_path, Templates, STYLESHEET};
 
@@ -41,6 +43,7 @@ pub struct AppState {
     pub store: Store,
     templates: Arc<Templates>,
     csrf: Arc<CsrfKey>,
+    proxies: TrustedProxies,
     instance_header: HeaderValue,
     metrics: Metrics,
 }
@@ -49,6 +52,7 @@ impl AppState {
     pub fn new(
         store: Store,
         csrf: CsrfKey,
+        proxies: TrustedProxies,
         instance: &str,
         metrics: Metrics,
     ) -> Result<AppState, tera::Error> {
@@ -56,6 +60,7 @@ impl AppState {
             store,
             templates: Arc::new(Templates::load()?),
             csrf: Arc::new(csrf),
+            proxies,
             instance_header: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("")),
             metrics,
@@ -83,7 +88,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/items/{id}/edit", get(pages::edit_item_form))
         .route("/items/{id}/delete", post(pages::delete_item))
-        .layer(from_fn(csrf::ensure_cookie));
+        .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));
     let api = Router::new()
         .route("/api/items", get(api::list).post(api::create))
         .route(

@@ -1,0 +1,70 @@
+//! What a request's proxy says about it: nginx tells shop the scheme the browser used
+//! (`X-Forwarded-Proto`), and shop believes it only from the proxies it was told to trust
+//! (`server.trusted_proxies`), since anyone else could send the header too.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+
+/// The addresses whose forwarding headers shop believes.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies(Arc<[IpAddr]>);
+
+impl TrustedProxies {
+    pub fn new(addresses: &[IpAddr]) -> TrustedProxies {
+        TrustedProxies(addresses.iter().map(IpAddr::to_canonical).collect())
+    }
+
+    fn trusts(&self, peer: IpAddr) -> bool {
+        self.0.contains(&peer.to_canonical())
+    }
+
+    /// Did the browser use HTTPS? Only a trusted proxy's `X-Forwarded-Proto: https` says so.
+    pub fn came_over_https(&self, request: &Parts) -> bool {
+        let peer = request
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        peer.is_some_and(|peer| self.trusts(peer))
+            && request
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(peer: &str, proto: Option<&str>) -> Parts {
+        let mut request = Request::builder().uri("/");
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_https() {
+        let proxies =
+            TrustedProxies::new(&["127.0.0.1".parse().unwrap(), "10.0.0.30".parse().unwrap()]);
+        assert!(proxies.came_over_https(&parts("10.0.0.30:41000", Some("https"))));
+        assert!(proxies.came_over_https(&parts("127.0.0.1:41000", Some("HTTPS"))));
+        assert!(proxies.came_over_https(&parts("[::ffff:10.0.0.30]:41000", Some("https"))));
+        assert!(!proxies.came_over_https(&parts("10.0.0.30:41000", Some("http"))));
+        assert!(!proxies.came_over_https(&parts("10.0.0.30:41000", None)));
+        assert!(!proxies.came_over_https(&parts("10.0.0.99:41000", Some("https"))));
+        let mut unknown_peer = parts("10.0.0.30:41000", Some("https"));
+        unknown_peer.extensions.clear();
+        assert!(!proxies.came_over_https(&unknown_peer));
+    }
+}
