@@ -110,15 +110,49 @@ fn the_templates_serve_one_host_and_several() {
     assert_eq!(
         hba,
         [
-            "host shop shop 10.0.0.11/32 scram-sha-256",
-            "host shop shop 10.0.0.12/32 scram-sha-256"
+            "hostssl shop shop 10.0.0.11/32 scram-sha-256",
+            "hostssl shop shop 10.0.0.12/32 scram-sha-256"
         ]
     );
     assert!(file("listen.conf-app2").contains("ListenStream=10.0.0.12:%i"));
     assert_eq!(instance_list(&file("default-app2")), "8001 8002");
+    let app_config = file("shop.toml-app1");
     assert!(
-        file("shop.toml-app1").contains("@10.0.0.20/shop"),
-        "app hosts reach the database host over TCP"
+        app_config.contains(
+            "@10.0.0.20/shop?sslmode=verify-full&sslrootcert=/etc/shop/database-ca.crt\""
+        ),
+        "app hosts reach the database host over TLS, verifying it: {app_config}"
+    );
+    assert!(
+        app_config.contains(r#"trusted_proxies = ["127.0.0.1", "::1", "10.0.0.30"]"#),
+        "the instances believe the web host about HTTPS: {app_config}"
+    );
+    let allowed = |rules: &str| -> String {
+        rules
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("elements = "))
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let rules = file("firewall-app1.nft");
+    assert!(
+        rules.contains("tcp dport { 8001, 8002, 8003 } reject with tcp reset"),
+        "{rules}"
+    );
+    assert_eq!(
+        allowed(&rules),
+        "{ 10.0.0.30 }",
+        "only the web host reaches the instances"
+    );
+    let rules = file("firewall-db1.nft");
+    assert!(
+        rules.contains("tcp dport { 5432 } reject with tcp reset"),
+        "{rules}"
+    );
+    assert_eq!(
+        allowed(&rules),
+        "{ 10.0.0.11, 10.0.0.12 }",
+        "only the app hosts reach PostgreSQL"
     );
     assert!(
         file("prometheus-web1.yml").contains(

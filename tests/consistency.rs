@@ -147,7 +147,10 @@ fn timeouts_and_limits_keep_their_order() {
     );
 
     let body = shop_default("server.body_limit_bytes");
-    let nginx_body = nginx_number(&nginx_value("nginx/shop.conf", "client_max_body_size"));
+    let nginx_body = nginx_number(&nginx_value(
+        "nginx/shop-locations.conf",
+        "client_max_body_size",
+    ));
     assert_eq!(
         nginx_body, body,
         "nginx's client_max_body_size and server.body_limit_bytes refuse the same bodies"

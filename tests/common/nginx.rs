@@ -1,4 +1,4 @@
-//! A real nginx running the project's site (`nginx/shop.conf` and its snippet), rendered
+//! A real nginx running the project's site (`nginx/shop.conf` and its snippets), rendered
 //! onto a free local port and the test's instance ports, stopped by the test by PID.
 
 use std::path::{Path, PathBuf};
@@ -67,11 +67,9 @@ pub fn prefix(site: &str, upstream: &str) -> tempfile::TempDir {
     for sub in ["snippets", "sites", "tmp"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
-    std::fs::write(
-        d.join("snippets/shop-proxy.conf"),
-        source("shop-proxy.conf"),
-    )
-    .unwrap();
+    for snippet in ["shop-locations.conf", "shop-proxy.conf"] {
+        std::fs::write(d.join("snippets").join(snippet), source(snippet)).unwrap();
+    }
     std::fs::write(d.join("snippets/shop-upstream.conf"), upstream).unwrap();
     std::fs::write(d.join("sites/shop.conf"), site).unwrap();
     // SAFETY: geteuid has no preconditions.
