@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::ansible::{ansible, deploy, deploy_fresh_host, repo, run_playbook, said, Layout};
-use common::container::{unix_now, Answer, Answers, Container, Platform};
+use common::container::{unix_now, Answer, Answers, Container, Netns, Platform};
 use common::deb::Debs;
 use common::wait_until;
 
@@ -172,8 +172,8 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
         ..Layout::DEFAULT
     };
     let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, layout);
-    let (host, home) = (&deployed.host, deployed.home.path());
-    prometheus_scrapes_the_instances(host);
+    let (host, home, web) = (&deployed.host, deployed.home.path(), &deployed.web);
+    prometheus_scrapes_the_instances(host, web);
     fetch_backup_brings_a_fresh_backup_home(host, home, &debs.old);
     assert_eq!(
         deploy(host, home, &debs.old, &["--check", "--diff"]),
@@ -182,19 +182,19 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     );
 
     // A newer package while requests flow through nginx.
-    let load = host.start_request_loop(&["http://127.0.0.1/items"], 4000, 20);
+    let load = web.start_request_loop(&["https://127.0.0.1/items"], 4000, 20);
     assert!(deploy(host, home, &debs.new, &[]) > 0);
     load.stop().assert_all_ok("the upgrade", 50);
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
-    a_lost_database_is_restored_from_its_backup(host);
+    a_lost_database_is_restored_from_its_backup(host, web);
 
-    database_outage_under_load(host);
+    database_outage_under_load(host, web);
 }
 
 /// PostgreSQL loses the database under the running instances; the newest backup on the
 /// host brings it back, served through nginx with no restart.
-fn a_lost_database_is_restored_from_its_backup(host: &Container) {
+fn a_lost_database_is_restored_from_its_backup(host: &Container, web: &Netns) {
     let newest = host.sh("ls /var/backups/shop/ | tail -n 1");
     host.sh("runuser -u postgres -- psql -qc 'DROP DATABASE shop WITH (FORCE)' && runuser -u postgres -- createdb -O shop shop");
     let restored = host.sh(&format!(
@@ -206,7 +206,7 @@ fn a_lost_database_is_restored_from_its_backup(host: &Container) {
         "the restored item is served through nginx",
         Duration::from_secs(15),
         || {
-            host.http_get("http://127.0.0.1/items")
+            web.http_get("https://127.0.0.1/items")
                 .1
                 .contains("Deployed by Ansible")
         },
@@ -245,8 +245,8 @@ fn fetch_backup_brings_a_fresh_backup_home(host: &Container, home: &Path, deb: &
 
 /// The monitoring option: Debian's Prometheus on the host scrapes the three instances
 /// (and the node exporter), and nginx keeps /metrics private.
-fn prometheus_scrapes_the_instances(host: &Container) {
-    assert_eq!(host.http_get("http://127.0.0.1/metrics").0, 403);
+fn prometheus_scrapes_the_instances(host: &Container, web: &Netns) {
+    assert_eq!(web.http_get("https://127.0.0.1/metrics").0, 403);
     assert_eq!(host.http_get("http://127.0.0.1:8001/metrics").0, 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -284,11 +284,11 @@ const OUTAGE: Duration = Duration::from_secs(95);
 /// request answered (503 for pages, 200 for /healthz) within the bound, no restart, no
 /// failed unit, every instance ready within 5 s of the database's return, and every item
 /// acknowledged before the outage still there.
-fn database_outage_under_load(host: &Container) {
-    let acknowledged = host.net_sh(
+fn database_outage_under_load(host: &Container, web: &Netns) {
+    let acknowledged = web.sh(
         r#"n=0; for i in $(seq 1 20); do
              code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
-               -d "{\"name\":\"before outage $i\",\"quantity\":$i,\"description\":\"kept\"}" http://127.0.0.1/api/items)
+               -d "{\"name\":\"before outage $i\",\"quantity\":$i,\"description\":\"kept\"}" https://127.0.0.1/api/items)
              [ "$code" = 201 ] && n=$((n+1))
            done; echo $n"#,
     );
@@ -297,9 +297,9 @@ fn database_outage_under_load(host: &Container) {
     let restarts_before = restarts(host);
     let failed_before = host.sh("systemctl list-units --failed --plain --no-legend");
 
-    let urls = ["http://127.0.0.1/items", "http://127.0.0.1/healthz"];
+    let urls = ["https://127.0.0.1/items", "https://127.0.0.1/healthz"];
     let loads: Vec<_> = (0..4)
-        .map(|_| host.start_request_loop(&urls, 20_000, 50))
+        .map(|_| web.start_request_loop(&urls, 20_000, 50))
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     let stopped_at = unix_now();

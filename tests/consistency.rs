@@ -91,7 +91,7 @@ fn the_instance_list_is_the_same_everywhere() {
         "nginx/shop-upstream.conf balances the package's instances"
     );
 
-    let ansible = read("ansible/group_vars/all.yml");
+    let ansible = read("ansible/group_vars/all/main.yml");
     let listed: Vec<String> = ports.iter().map(u16::to_string).collect();
     let line = format!("shop_instances: [{}]", listed.join(", "));
     assert!(

@@ -97,7 +97,9 @@ fn redact(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
         let rest = scheme_end + 3;
-        let authority_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        // Up to the query, not the first '/': a password with a '/' its writer forgot to
+        // escape makes the URL unusable, and the error message must not show it either.
+        let authority_end = out[rest..].find('?').map_or(out.len(), |i| rest + i);
         if let Some(at) = out[rest..authority_end].rfind('@') {
             let at = rest + at;
             if let Some(colon) = out[rest..at].find(':') {
@@ -138,6 +140,13 @@ mod tests {
         assert_eq!(
             shown("sqlite:/var/lib/shop/shop.db"),
             "sqlite:/var/lib/shop/shop.db"
+        );
+        let unusable = "postgres://shop:a/b@db/shop"
+            .parse::<DatabaseUrl>()
+            .unwrap_err();
+        assert!(
+            unusable.starts_with("postgres://shop:****@db/shop is not a usable URL"),
+            "a password with an unescaped '/' is hidden in the error too: {unusable}"
         );
         let debug = format!(
             "{:?}",

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::container::{Container, Image, MirrorRelay, Platform};
+use super::container::{Container, Image, MirrorRelay, Netns, Platform};
 use super::deb::Step;
 
 pub fn repo() -> PathBuf {
@@ -104,43 +104,102 @@ pub fn run_playbook(
     deb: &Path,
     extra: &[&str],
 ) -> u32 {
+    run_playbook_on(&[host], home, playbook, deb, extra)
+}
+
+/// Where a test deployment's playbook keeps what it makes on the control machine (the
+/// form secret, the certificates it fetches): `shop_credentials_dir`.
+pub fn credentials(home: &Path) -> PathBuf {
+    home.join("credentials")
+}
+
+/// Run one of the project's playbooks with the inventory in `home` (and its vault
+/// password, `home/vault-password`, when there is one); the sum of the recap's
+/// `changed=` over every host. On failure, the journals of `hosts` show why.
+pub fn run_playbook_on(
+    hosts: &[&Container],
+    home: &Path,
+    playbook: &str,
+    deb: &Path,
+    extra: &[&str],
+) -> u32 {
     let inventory = home.join("inventory.ini");
-    let out = ansible("ansible-playbook", home)
-        .arg("-i")
-        .arg(&inventory)
-        .arg(playbook)
-        .args([
-            "-e",
-            &format!("shop_deb={}", deb.display()),
-            "-e",
-            &format!("shop_secret_file={}", home.join("secret").display()),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
+    let mut command = ansible("ansible-playbook", home);
+    command.arg("-i").arg(&inventory).arg(playbook).args([
+        "-e",
+        &format!("shop_deb={}", deb.display()),
+        "-e",
+        &format!("shop_credentials_dir={}", credentials(home).display()),
+    ]);
+    let vault_password = home.join("vault-password");
+    if vault_password.is_file() {
+        command.arg("--vault-password-file").arg(&vault_password);
+    }
+    let out = command.args(extra).output().unwrap();
     let text = said(&out);
     if !out.status.success() {
-        let journal = host.exec(&["journalctl", "--no-pager", "-n", "60", "-p", "notice"]);
+        let journals: Vec<String> = hosts
+            .iter()
+            .map(|host| {
+                let journal = host.exec(&[
+                    "sh",
+                    "-c",
+                    "journalctl --no-pager -n 200 | grep -v -e ' su\\[' -e 'ansible-' | tail -n 40",
+                ]);
+                format!(
+                    "{}:\n{}",
+                    host.name,
+                    String::from_utf8_lossy(&journal.stdout)
+                )
+            })
+            .collect();
         panic!(
-            "ansible-playbook {extra:?} failed:\n{}\njournal:\n{}",
-            tail(&text, 30),
-            String::from_utf8_lossy(&journal.stdout)
+            "ansible-playbook {extra:?} failed:\n{}\njournals:\n{}",
+            tail(&text, 40),
+            journals.join("\n")
         );
     }
-    let recap = text
+    let recap: Vec<u32> = text
         .lines()
-        .rev()
-        .find(|l| l.starts_with("testhost") && l.contains("changed="))
-        .expect("a play recap");
-    recap
-        .split("changed=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+        .skip_while(|l| !l.starts_with("PLAY RECAP"))
+        .filter_map(|l| l.split("changed=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!recap.is_empty(), "a play recap:\n{}", tail(&text, 30));
+    recap.iter().sum()
+}
+
+/// What a browser sees of the HTTPS front at `https://NAME/`, from `net` (whose curl
+/// trusts the site's certificate and finds NAME): plain HTTP redirected to HTTPS, HSTS, a
+/// Secure form cookie, a form posted with it, the new item `item` listed. The
+/// instances that answered 30 requests (X-Shop-Instance).
+pub fn browse_over_https(net: &Netns, name: &str, item: &str) -> Vec<String> {
+    let said = net.sh(&format!(
+        r#"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' http://{name}/items
+        curl -s -D headers -c jar https://{name}/ > form.html
+        tr -d '\r' < headers | grep -ci '^strict-transport-security: max-age=[1-9]'
+        tr -d '\r' < headers | grep -ci '^set-cookie: shop_csrf=.*; Secure$'
+        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        item=$(printf %s '{item}' | sed 's/ /+/g')
+        curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' -b jar --data "csrf_token=$token&idempotency_key=$key&name=$item&quantity=7&description=over+HTTPS" https://{name}/
+        curl -s https://{name}/items | grep -c '{item}'
+        for i in $(seq 1 30); do curl -s -o /dev/null -D - https://{name}/healthz; done | tr -d '\r' | sed -n 's/^x-shop-instance: //Ip' | sort -u"#
+    ));
+    let lines: Vec<&str> = said.lines().collect();
+    let expected = [
+        format!("301 https://{name}/items"),
+        "1".into(),
+        "1".into(),
+        format!("303 https://{name}/items"),
+        "1".into(),
+    ];
+    assert_eq!(
+        lines[..lines.len().min(5)],
+        expected,
+        "HTTP redirected to HTTPS, HSTS, a Secure cookie, 303 to the list, the item listed"
+    );
+    lines[5..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// The ports of the instances whose sockets are active or enabled on `host`.
@@ -164,12 +223,14 @@ pub fn running_instances(host: &Container) -> Vec<u16> {
 pub struct Deployed {
     pub host: Container,
     pub home: tempfile::TempDir,
+    /// The host's network, where curl trusts its HTTPS certificate.
+    pub web: Netns,
     _relay: MirrorRelay,
 }
 
 /// Boot a fresh host of `platform`, deploy `deb` onto it (PostgreSQL, the package, the
 /// instances of `layout`, nginx), and check it as a person would: a form posted through
-/// nginx on port 80, the item listed and stored in PostgreSQL, every instance answering
+/// nginx over HTTPS, the item listed and stored in PostgreSQL, every instance answering
 /// and no other one running; then a second run that changes nothing.
 pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Deployed {
     let step = Step::start(platform, "boot the host");
@@ -186,20 +247,17 @@ pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Depl
     );
     drop(step);
 
-    let flow = host.net_sh(
-        r#"curl -s -c jar http://127.0.0.1/ > form.html
-        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        curl -s -o /dev/null -w '%{http_code} %{redirect_url}\n' -b jar --data "csrf_token=$token&idempotency_key=$key&name=Deployed+by+Ansible&quantity=7&description=on+PostgreSQL" http://127.0.0.1/
-        curl -s http://127.0.0.1/items | grep -c 'Deployed by Ansible'
-        for i in $(seq 1 30); do curl -s -o /dev/null -D - http://127.0.0.1/healthz | grep -i '^x-shop-instance'; done | sort -u | wc -l"#,
-    );
-    let lines: Vec<&str> = flow.lines().collect();
-    let instances = layout.instances.len().to_string();
+    // The browser is on the host itself: nginx's self-signed certificate (fetched to the
+    // control machine) is valid for 127.0.0.1 too.
+    let ca = credentials(home.path()).join("testhost-https.crt");
+    let web = host
+        .network()
+        .with_curl_options(&["--cacert", ca.to_str().unwrap()]);
+    let instances = browse_over_https(&web, "127.0.0.1", "Deployed by Ansible");
     assert_eq!(
-        lines,
-        ["303 http://127.0.0.1/items", "1", instances.as_str()],
-        "303 to the list, the item listed, every instance answers"
+        instances.len(),
+        layout.instances.len(),
+        "every instance answers: {instances:?}"
     );
     assert_eq!(
         running_instances(&host),
@@ -223,6 +281,7 @@ pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Depl
     Deployed {
         host,
         home,
+        web,
         _relay: relay,
     }
 }

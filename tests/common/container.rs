@@ -250,8 +250,15 @@ pub struct Container {
 }
 
 impl Container {
-    /// Boot a throwaway copy of `image` and wait until systemd says it is up.
+    /// Boot a throwaway copy of `image`, with a network of its own (only its loopback),
+    /// and wait until systemd says it is up.
     pub fn boot(image: &Image, name: &str) -> Container {
+        Container::boot_in(image, name, None)
+    }
+
+    /// Boot a throwaway copy of `image` in the network namespace at `netns` (one a test
+    /// network made, see `network.rs`), or in a network of its own when `None`.
+    pub fn boot_in(image: &Image, name: &str, netns: Option<&Path>) -> Container {
         let dir = tempfile::Builder::new()
             .prefix("shop-host-")
             .tempdir()
@@ -277,6 +284,15 @@ impl Container {
         );
         let name = format!("{name}-{}", std::process::id());
         let log = std::fs::File::create(dir.path().join("console.log")).unwrap();
+        // In a namespace of the test's, the container manages its own network too (its
+        // firewall): nspawn keeps CAP_NET_ADMIN only for --private-network by itself.
+        let network = match netns {
+            Some(path) => format!(
+                "--network-namespace-path={} --capability=CAP_NET_ADMIN",
+                path.display()
+            ),
+            None => "--private-network".to_owned(),
+        };
         let nspawn = Command::new("systemd-nspawn")
             .args(["-b", "-D"])
             .arg(&root)
@@ -285,9 +301,9 @@ impl Container {
                 &name,
                 "--register=no",
                 "--keep-unit",
-                "--private-network",
                 "--console=pipe",
             ])
+            .args(network.split(' '))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -379,30 +395,19 @@ impl Container {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Run a host program inside the container's network only (curl, load loops, ansible).
-    pub fn in_network(&self, program: &str) -> Command {
-        let mut command = Command::new("nsenter");
-        command.args(["-t", &self.pid1.to_string(), "-n", "--", program]);
-        command
+    /// The container's network, to run host programs in (curl, load loops, ansible).
+    pub fn network(&self) -> Netns {
+        Netns::at(format!("/proc/{}/ns/net", self.pid1))
     }
 
-    /// Run a host shell script inside the container's network only (host tools such as
-    /// curl, in a temporary host directory); insist that it succeeds; its standard output.
+    /// Run a host program inside the container's network only.
+    pub fn in_network(&self, program: &str) -> Command {
+        self.network().command(program)
+    }
+
+    /// Run a host shell script inside the container's network only; see `Netns::sh`.
     pub fn net_sh(&self, script: &str) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let out = self
-            .in_network("bash")
-            .args(["-c", script])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "in the container's network: {script}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.network().sh(script)
     }
 
     /// Copy a host file into the container (through the overlay, before or after boot).
@@ -423,8 +428,83 @@ impl Container {
 
     /// GET a URL from inside the container's network; (status, body).
     pub fn http_get(&self, url: &str) -> (u16, String) {
+        self.network().http_get(url)
+    }
+}
+
+/// A network namespace to run this machine's programs in (curl, psql, load loops): a
+/// container's, or one of a test network's. Every curl run here gets `curl_options`
+/// (a CA certificate to trust, a name to resolve).
+#[derive(Debug, Clone)]
+pub struct Netns {
+    path: PathBuf,
+    curl_options: Vec<String>,
+}
+
+impl Netns {
+    pub fn at(path: impl Into<PathBuf>) -> Netns {
+        Netns {
+            path: path.into(),
+            curl_options: Vec::new(),
+        }
+    }
+
+    /// The same namespace, with `options` added to every curl.
+    pub fn with_curl_options(mut self, options: &[&str]) -> Netns {
+        self.curl_options
+            .extend(options.iter().map(|o| (*o).to_owned()));
+        self
+    }
+
+    /// Run a program of this machine's in the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.path.display()))
+            .args(["--", program]);
+        command
+    }
+
+    /// The curl options as shell words.
+    fn curl_words(&self) -> String {
+        self.curl_options
+            .iter()
+            .map(|o| format!("'{}'", o.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run a bash script here (in a temporary directory of this machine's, with curl
+    /// given `curl_options`); insist that it succeeds; its standard output.
+    pub fn sh(&self, script: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
         let out = self
-            .in_network("curl")
+            .command("bash")
+            .args([
+                "-c",
+                &format!(
+                    "curl() {{ command curl {} \"$@\"; }}\n{script}",
+                    self.curl_words()
+                ),
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "in {}: {script}\nstdout: {}\nstderr: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// GET a URL from here; (status, body).
+    pub fn http_get(&self, url: &str) -> (u16, String) {
+        let out = self
+            .command("curl")
+            .args(&self.curl_options)
             .args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code}", url])
             .output()
             .unwrap();
@@ -528,6 +608,13 @@ pub fn unix_now() -> f64 {
 }
 
 impl Container {
+    /// A request loop in the container's network; see `Netns::start_request_loop`.
+    pub fn start_request_loop(&self, urls: &[&str], requests: u32, pause_ms: u32) -> RequestLoop {
+        self.network().start_request_loop(urls, requests, pause_ms)
+    }
+}
+
+impl Netns {
     /// Start at most `requests` GETs, to `urls` in turn, `pause_ms` apart.
     pub fn start_request_loop(&self, urls: &[&str], requests: u32, pause_ms: u32) -> RequestLoop {
         let stop_file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
@@ -538,16 +625,17 @@ impl Container {
               [ -e '{stop}' ] && break
               url=${{urls[$((i % ${{#urls[@]}}))]}}
               started=$EPOCHREALTIME
-              answer=$(curl -s -o /dev/null -m 10 -w '%{{http_code}} %{{time_total}}' "$url")
+              answer=$(curl {curl} -s -o /dev/null -m 10 -w '%{{http_code}} %{{time_total}}' "$url")
               echo "$started $answer $url"
               sleep {pause}
             done"#,
             urls = urls.join(" "),
             stop = stop_file.display(),
             pause = f64::from(pause_ms) / 1000.0,
+            curl = self.curl_words(),
         );
         let child = self
-            .in_network("bash")
+            .command("bash")
             .args(["-c", &script])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -641,12 +729,19 @@ impl Container {
     }
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
+impl Container {
+    /// `systemctl poweroff`, and wait until the container has stopped.
+    pub fn power_off(&mut self) {
         let _ = self.exec(&["systemctl", "poweroff"]);
         super::poll_until(Duration::from_secs(30), || {
             self.nspawn.try_wait().ok().flatten().is_some()
         });
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.power_off();
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
         let _ = Command::new("umount").arg(&self.root).status();

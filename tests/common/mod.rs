@@ -7,6 +7,7 @@ pub mod ansible;
 pub mod container;
 pub mod deb;
 pub mod load;
+pub mod network;
 pub mod nginx;
 pub mod notify;
 pub mod postgres;
