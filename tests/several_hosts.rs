@@ -356,7 +356,7 @@ fn one_app_host_powered_off_under_load(site: &mut Site) {
     site.network.unplug("app2");
     std::thread::sleep(Duration::from_secs(15));
     let answers = load.stop();
-    let ok = answers.assert_all_ok("app2 powered off", 200);
+    let ok = answers.assert_all_ok("app2 powered off", 50);
     let slowest = answers.0.iter().map(|a| a.seconds).fold(0.0, f64::max);
     eprintln!("  app2 powered off: {ok} requests, all 200, slowest {slowest:.3} s");
     let after = browser.sh(&format!(
