@@ -159,6 +159,18 @@ pub fn run_playbook_on(
             journals.join("\n")
         );
     }
+    let mut task = "";
+    let mut changed_tasks = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("TASK [") {
+            task = name.split(']').next().unwrap_or(name);
+        } else if line.starts_with("changed: [") {
+            changed_tasks.push(format!("{task} {}", &line["changed: ".len()..]));
+        }
+    }
+    if !changed_tasks.is_empty() {
+        eprintln!("  {playbook} changed: {}", changed_tasks.join("; "));
+    }
     let recap: Vec<u32> = text
         .lines()
         .skip_while(|l| !l.starts_with("PLAY RECAP"))
