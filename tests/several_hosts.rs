@@ -286,46 +286,46 @@ fn the_firewall_refuses_everyone_else(site: &Site) {
         site.address("app1"),
         site.address("app2"),
     );
-    let outsider = site.network.outsider();
-    for (who, from) in [("web", site.from("web")), ("db", site.from("db"))] {
-        for app in [&app1, &app2] {
-            let expected = if who == "web" { "open" } else { "refused" };
-            assert_eq!(connect(&from, app, 8001), expected, "{who} → {app}:8001");
-        }
-    }
-    assert_eq!(
-        connect(&outsider, &app1, 8002),
-        "refused",
-        "outsider → instance"
-    );
-    assert_eq!(
-        connect(&site.from("web"), &db, 5432),
-        "refused",
-        "web → PostgreSQL"
-    );
-    assert_eq!(
-        connect(&outsider, &db, 5432),
-        "refused",
-        "outsider → PostgreSQL"
-    );
-    assert_eq!(
-        connect(&site.from("app2"), &db, 5432),
-        "open",
-        "app host → PostgreSQL"
-    );
+    let outsider = ("outsider", site.network.outsider());
+    let [web, from_db, from_app2] = ["web", "db", "app2"].map(|h| (h, site.from(h)));
+    // Who may reach what: the instances are the web host's, PostgreSQL the app hosts'.
+    let expected = [
+        (&web, &app1, 8001, "open"),
+        (&web, &app2, 8001, "open"),
+        (&from_db, &app1, 8001, "refused"),
+        (&from_db, &app2, 8001, "refused"),
+        (&outsider, &app1, 8002, "refused"),
+        (&from_app2, &db, 5432, "open"),
+        (&web, &db, 5432, "refused"),
+        (&outsider, &db, 5432, "refused"),
+    ];
+    let seen: Vec<String> = expected
+        .iter()
+        .map(|((who, net), to, port, _)| format!("{who} → {to}:{port} {}", connect(net, to, *port)))
+        .collect();
+    let wanted: Vec<String> = expected
+        .iter()
+        .map(|((who, _), to, port, answer)| format!("{who} → {to}:{port} {answer}"))
+        .collect();
+    assert_eq!(seen, wanted);
     let elapsed = std::time::Instant::now();
-    assert_eq!(connect(&outsider, &app2, 8003), "refused");
+    assert_eq!(connect(&outsider.1, &app2, 8003), "refused");
     assert!(
         elapsed.elapsed() < Duration::from_secs(2),
         "refused at once (a reset), not left to time out"
     );
 }
 
-fn both_app_hosts_upgraded_under_load(site: &Site, new: &Path) {
-    let urls = [
+/// The pages the load loops ask for, through nginx.
+fn site_urls() -> Vec<String> {
+    vec![
         format!("https://{SITE}/items"),
         format!("https://{SITE}/healthz"),
-    ];
+    ]
+}
+
+fn both_app_hosts_upgraded_under_load(site: &Site, new: &Path) {
+    let urls = site_urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let load = site.browser().start_request_loop(&urls, 20_000, 20);
     assert!(site.deploy(new, &[]) > 0);
@@ -343,10 +343,7 @@ fn both_app_hosts_upgraded_under_load(site: &Site, new: &Path) {
 
 fn one_app_host_powered_off_under_load(site: &mut Site) {
     let browser = site.browser();
-    let urls = [
-        format!("https://{SITE}/items"),
-        format!("https://{SITE}/healthz"),
-    ];
+    let urls = site_urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let load = browser.start_request_loop(&urls, 20_000, 20);
     std::thread::sleep(Duration::from_secs(3));
