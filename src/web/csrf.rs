@@ -104,10 +104,10 @@ pub async fn ensure_cookie(
     next: Next,
 ) -> Response {
     let cookie = CsrfCookie::from_headers(request.headers());
+    // Asked only when a cookie is handed out: most requests bring theirs.
+    let secure = cookie.is_new && state.proxies.came_over_https(&request);
     request.extensions_mut().insert(cookie.clone());
-    let (parts, body) = request.into_parts();
-    let secure = state.proxies.came_over_https(&parts);
-    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let mut response = next.run(request).await;
     if cookie.is_new {
         let secure = if secure { "; Secure" } else { "" };
         let value = format!(

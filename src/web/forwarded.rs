@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
-use axum::http::request::Parts;
+use axum::http::Request;
 
 /// The addresses whose forwarding headers shop believes.
 #[derive(Debug, Clone)]
@@ -22,14 +22,14 @@ impl TrustedProxies {
     }
 
     /// Did the browser use HTTPS? Only a trusted proxy's `X-Forwarded-Proto: https` says so.
-    pub fn came_over_https(&self, request: &Parts) -> bool {
+    pub fn came_over_https<B>(&self, request: &Request<B>) -> bool {
         let peer = request
-            .extensions
+            .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| peer.ip());
         peer.is_some_and(|peer| self.trusts(peer))
             && request
-                .headers
+                .headers()
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -39,32 +39,31 @@ impl TrustedProxies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Request;
 
-    fn parts(peer: &str, proto: Option<&str>) -> Parts {
+    fn request(peer: &str, proto: Option<&str>) -> Request<()> {
         let mut request = Request::builder().uri("/");
         if let Some(proto) = proto {
             request = request.header("x-forwarded-proto", proto);
         }
-        let (mut parts, ()) = request.body(()).unwrap().into_parts();
-        parts
-            .extensions
+        let mut request = request.body(()).unwrap();
+        request
+            .extensions_mut()
             .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-        parts
+        request
     }
 
     #[test]
     fn only_a_trusted_proxy_says_https() {
         let proxies =
             TrustedProxies::new(&["127.0.0.1".parse().unwrap(), "10.0.0.30".parse().unwrap()]);
-        assert!(proxies.came_over_https(&parts("10.0.0.30:41000", Some("https"))));
-        assert!(proxies.came_over_https(&parts("127.0.0.1:41000", Some("HTTPS"))));
-        assert!(proxies.came_over_https(&parts("[::ffff:10.0.0.30]:41000", Some("https"))));
-        assert!(!proxies.came_over_https(&parts("10.0.0.30:41000", Some("http"))));
-        assert!(!proxies.came_over_https(&parts("10.0.0.30:41000", None)));
-        assert!(!proxies.came_over_https(&parts("10.0.0.99:41000", Some("https"))));
-        let mut unknown_peer = parts("10.0.0.30:41000", Some("https"));
-        unknown_peer.extensions.clear();
+        assert!(proxies.came_over_https(&request("10.0.0.30:41000", Some("https"))));
+        assert!(proxies.came_over_https(&request("127.0.0.1:41000", Some("HTTPS"))));
+        assert!(proxies.came_over_https(&request("[::ffff:10.0.0.30]:41000", Some("https"))));
+        assert!(!proxies.came_over_https(&request("10.0.0.30:41000", Some("http"))));
+        assert!(!proxies.came_over_https(&request("10.0.0.30:41000", None)));
+        assert!(!proxies.came_over_https(&request("10.0.0.99:41000", Some("https"))));
+        let mut unknown_peer = request("10.0.0.30:41000", Some("https"));
+        unknown_peer.extensions_mut().clear();
         assert!(!proxies.came_over_https(&unknown_peer));
     }
 }

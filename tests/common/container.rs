@@ -287,11 +287,11 @@ impl Container {
         // In a namespace of the test's, the container manages its own network too (its
         // firewall): nspawn keeps CAP_NET_ADMIN only for --private-network by itself.
         let network = match netns {
-            Some(path) => format!(
-                "--network-namespace-path={} --capability=CAP_NET_ADMIN",
-                path.display()
-            ),
-            None => "--private-network".to_owned(),
+            Some(path) => vec![
+                format!("--network-namespace-path={}", path.display()),
+                "--capability=CAP_NET_ADMIN".to_owned(),
+            ],
+            None => vec!["--private-network".to_owned()],
         };
         let nspawn = Command::new("systemd-nspawn")
             .args(["-b", "-D"])
@@ -303,7 +303,7 @@ impl Container {
                 "--keep-unit",
                 "--console=pipe",
             ])
-            .args(network.split(' '))
+            .args(&network)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -398,11 +398,6 @@ impl Container {
     /// The container's network, to run host programs in (curl, load loops, ansible).
     pub fn network(&self) -> Netns {
         Netns::at(format!("/proc/{}/ns/net", self.pid1))
-    }
-
-    /// Run a host program inside the container's network only.
-    pub fn in_network(&self, program: &str) -> Command {
-        self.network().command(program)
     }
 
     /// Run a host shell script inside the container's network only; see `Netns::sh`.
