@@ -88,6 +88,7 @@ impl Run {
             TrustedProxies::new(&settings.server.trusted_proxies),
             &instance,
             metrics,
+            settings.accounts.clone(),
         )
         .context("loading templates")?;
         let app = web::router(
@@ -107,6 +108,7 @@ impl Run {
                 .in_current_span(),
         );
         tokio::spawn(report_db_state(store.clone(), serving));
+        tokio::spawn(expire_sessions(store.clone(), settings.accounts.clone()).in_current_span());
         let heartbeat = Arc::new(Heartbeat::default());
         if let Some(interval) = watchdog {
             tokio::spawn(watchdog_pings(Arc::clone(&heartbeat), interval).in_current_span());
@@ -152,6 +154,32 @@ async fn report_db_state(store: Store, serving: String) {
     changes.mark_changed();
     while changes.changed().await.is_ok() {
         systemd::status(&status_line(&serving, &store));
+    }
+}
+
+/// How often an instance deletes expired sessions and failed logins past their window
+/// (every instance does; the deletes are cheap and harmless when another did them first).
+const EXPIRE_EVERY: Duration = Duration::from_secs(600);
+
+/// Delete sessions past either lifetime and failed logins older than the window.
+async fn expire_sessions(store: Store, accounts: crate::config::AccountSettings) {
+    let mut ticks = tokio::time::interval(EXPIRE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = chrono::Utc::now();
+        let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let sessions = store
+            .delete_expired_sessions(ago(accounts.session_idle()), ago(accounts.session_max()))
+            .await;
+        let failures = store.delete_old_login_failures(ago(accounts.login_window())).await;
+        match (sessions, failures) {
+            (Ok(0), Ok(_)) => {}
+            (Ok(n), Ok(_)) => tracing::info!(sessions = n, "deleted {n} expired session(s)"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %e, "expired sessions not deleted this time")
+            }
+        }
     }
 }
 

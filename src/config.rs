@@ -28,6 +28,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub log: LogSettings,
     pub backup: BackupSettings,
+    pub accounts: AccountSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +94,42 @@ pub struct BackupSettings {
     pub dir: PathBuf,
     /// How many backups `shop backup` keeps in `dir`; older ones are removed.
     pub keep: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Who may make an account: anyone on `/signup` (`open`), or only `shop user add`.
+    pub signup: Signup,
+    /// The shortest password accepted (ASVS: at least 8).
+    pub min_password_chars: usize,
+    /// A session nobody used for this long ends (sliding: each visit pushes it on).
+    pub session_idle_secs: u64,
+    /// A session ends this long after the login that made it, used or not.
+    pub session_max_secs: u64,
+    /// Failed logins for one account, or from one address, within `login_window_secs`
+    /// after which further logins get 429 until the window has passed.
+    pub login_attempts: i64,
+    pub login_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    Open,
+    Closed,
+}
+
+impl AccountSettings {
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_secs)
+    }
+    pub fn session_max(&self) -> Duration {
+        Duration::from_secs(self.session_max_secs)
+    }
+    pub fn login_window(&self) -> Duration {
+        Duration::from_secs(self.login_window_secs)
+    }
 }
 
 /// A string that never shows up in `Debug` output or logs.
@@ -226,6 +263,24 @@ impl Settings {
                 return bad(key, "must be at least 1".into());
             }
         }
+        if !(8..=64).contains(&self.accounts.min_password_chars) {
+            return bad(
+                "accounts.min_password_chars",
+                "must be between 8 and 64".into(),
+            );
+        }
+        for (key, value) in [
+            ("accounts.session_idle_secs", self.accounts.session_idle_secs),
+            ("accounts.session_max_secs", self.accounts.session_max_secs),
+            ("accounts.login_window_secs", self.accounts.login_window_secs),
+        ] {
+            if value < 60 {
+                return bad(key, "must be at least 60".into());
+            }
+        }
+        if self.accounts.login_attempts < 1 {
+            return bad("accounts.login_attempts", "must be at least 1".into());
+        }
         if self.backup.keep == 0 {
             return bad("backup.keep", "must be at least 1".into());
         }
@@ -280,7 +335,7 @@ impl ServerSettings {
 
 /// The top-level keys: `SHOP_<KEY>…` variables for anything else are not settings.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "instance", "server", "database", "security", "log", "backup",
+    "instance", "server", "database", "security", "log", "backup", "accounts",
 ];
 
 /// The `SHOP_*` environment variables that are settings. Others (a deployment's own
@@ -333,6 +388,15 @@ level = "info"
 [backup]
 dir = "/var/backups/shop"
 keep = 7
+
+[accounts]
+signup = "open"
+min_password_chars = 8
+# A week without a visit, or 30 days after the login, whichever comes first.
+session_idle_secs = 604800
+session_max_secs = 2592000
+login_attempts = 10
+login_window_secs = 900
 "#;
 
 #[cfg(test)]

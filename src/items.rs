@@ -20,6 +20,11 @@ pub struct Item {
     pub quantity: i32,
     pub description: String,
     pub date_added: DateTime<Utc>,
+    /// The user who sells it (`None`: made before accounts, only an admin may change it).
+    #[serde(skip)]
+    pub owner_id: Option<i64>,
+    /// The seller's username, as the list and the item page show it.
+    pub seller: Option<String>,
 }
 
 /// A validated item, ready to be stored (the server sets `date_added`).

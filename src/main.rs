@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shop::config::Settings;
 use shop::systemd::Handover;
-use shop::{app, backup, telemetry};
+use shop::{admin, app, backup, telemetry};
 
 /// A small items shop: add items for sale and list them.
 #[derive(Parser)]
@@ -36,6 +36,12 @@ enum Command {
         #[arg(long)]
         if_migrations_pending: bool,
     },
+    /// Manage users: add (the first admin too), list, disable, set a password
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens: create (printed once), list, revoke
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Replace the database's items with those of a backup
     Restore {
         /// The backup file
@@ -44,6 +50,40 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input (or asked on a terminal)
+    Add {
+        name: String,
+        /// May change any item and disable users
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List the users
+    List,
+    /// Disable a user: their sessions and tokens stop working at once
+    Disable { name: String },
+    /// Enable a disabled user again
+    Enable { name: String },
+    /// Set a user's password (from standard input, or asked); their sessions end
+    Password { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for USER and print it (it is shown only this once)
+    Create {
+        user: String,
+        /// What the token is for
+        #[arg(long)]
+        name: String,
+    },
+    /// List USER's tokens (never the tokens themselves)
+    List { user: String },
+    /// Revoke USER's token ID: it stops working at once
+    Revoke { user: String, id: i64 },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +112,9 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     let logging = matches!(command, Command::Serve);
+    if matches!(command, Command::User(_) | Command::Token(_)) {
+        telemetry::init_audit();
+    }
     let outcome = runtime.block_on(async {
         match command {
             Command::Serve => {
@@ -89,6 +132,8 @@ fn main() -> ExitCode {
             Command::Restore { path, force } => backup::restore(&settings, &path, force)
                 .await
                 .map(|()| true),
+            Command::User(command) => users(&settings, command).await.map(|()| true),
+            Command::Token(command) => tokens(&settings, command).await.map(|()| true),
         }
     });
     match outcome {
@@ -103,5 +148,23 @@ fn main() -> ExitCode {
             eprintln!("shop: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn users(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { name, admin } => admin::add_user(settings, &name, admin).await,
+        UserCommand::List => admin::list_users(settings).await,
+        UserCommand::Disable { name } => admin::set_disabled(settings, &name, true).await,
+        UserCommand::Enable { name } => admin::set_disabled(settings, &name, false).await,
+        UserCommand::Password { name } => admin::set_password(settings, &name).await,
+    }
+}
+
+async fn tokens(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { user, name } => admin::create_token(settings, &user, &name).await,
+        TokenCommand::List { user } => admin::list_tokens(settings, &user).await,
+        TokenCommand::Revoke { user, id } => admin::revoke_token(settings, &user, id).await,
     }
 }

@@ -89,6 +89,25 @@ pub fn init(level: &LogFilter) {
         .init();
 }
 
+/// For the one-shot commands that change accounts (`shop user`, `shop token`): their
+/// audit lines go to the journal when there is one (the command itself prints what a
+/// person needs to see), and nowhere otherwise.
+pub fn init_audit() {
+    if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        return;
+    }
+    if let Ok(journal) = tracing_journald::layer() {
+        let filter = Targets::new().with_target("shop", LevelFilter::INFO);
+        let journal = journal
+            .with_syslog_identifier("shop".into())
+            .with_field_prefix(None);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .init();
+    }
+}
+
 /// systemd sets `JOURNAL_STREAM=DEV:INODE` for the stream it connects stderr to.
 fn stderr_is_journal() -> bool {
     let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {

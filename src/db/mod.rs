@@ -3,6 +3,7 @@
 //! they match; connecting and migrating live in `migrate`; whether the database answers
 //! (and what a failure means) in `availability`.
 
+mod accounts;
 mod availability;
 mod migrate;
 mod queries;
@@ -20,6 +21,7 @@ use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
 use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
+pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
@@ -315,11 +317,16 @@ impl Store {
 
     /// Store a new item. With an idempotency key that an earlier item was created with,
     /// store nothing and return that item instead (`Created::replayed`).
-    pub async fn create_item(&self, item: &NewItem, key: Option<&str>) -> StoreResult<Created> {
+    pub async fn create_item(
+        &self,
+        item: &NewItem,
+        owner: i64,
+        key: Option<&str>,
+    ) -> StoreResult<Created> {
         // Twice at most: the earlier item could be deleted between the two statements.
         for _ in 0..2 {
             let (name, quantity, description) = (&item.name, item.quantity, &item.description);
-            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key)?;
+            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner)?;
             if let Some(item) = inserted {
                 ::metrics::counter!("shop_items_created_total").increment(1);
                 return Ok(Created {
@@ -373,6 +380,8 @@ where
     i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> Result<Item, sqlx::Error> {
         // Unchecked: the columns' types are the schema's, not the caller's to choose, and
@@ -384,6 +393,8 @@ where
             quantity: row.try_get_unchecked(2)?,
             description: row.try_get_unchecked(3)?,
             date_added: row.try_get_unchecked(4)?,
+            owner_id: row.try_get_unchecked(5)?,
+            seller: row.try_get_unchecked(6)?,
         })
     }
 }
@@ -397,6 +408,6 @@ pub struct Created {
 }
 
 /// The server's clock, at the precision both databases keep (microseconds).
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

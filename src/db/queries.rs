@@ -9,7 +9,7 @@ pub struct Sql {
 
 impl Sql {
     /// A statement that reads the same in both dialects.
-    const fn same(text: &'static str) -> Sql {
+    pub(crate) const fn same(text: &'static str) -> Sql {
         Sql {
             postgres: text,
             sqlite: text,
@@ -127,7 +127,9 @@ pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
 }
 
 /// The columns of an `Item`.
-const ITEM_COLUMNS: &str = "id, name, quantity, description, date_added";
+/// The columns of an `Item`: the seller's name is one primary-key lookup per row.
+const ITEM_COLUMNS: &str = "id, name, quantity, description, date_added, owner_id, \
+     (SELECT username FROM users WHERE users.id = items.owner_id)";
 
 /// What the pages' cache validators are made of: a value that changes whenever any
 /// instance changes an item. PostgreSQL's current snapshot (which transactions have
@@ -139,25 +141,30 @@ pub const DATA_VERSION: Sql = Sql {
     sqlite: "SELECT CAST(changes AS TEXT) FROM items_changes",
 };
 
-pub const GET: Sql =
-    Sql::same("SELECT id, name, quantity, description, date_added FROM items WHERE id = $1");
+pub const GET: Sql = Sql::same(concat!(
+    "SELECT id, name, quantity, description, date_added, owner_id, ",
+    "(SELECT username FROM users WHERE users.id = items.owner_id) FROM items WHERE id = $1"
+));
 
 /// Inserts nothing (and returns no row) when an item with the same idempotency key exists;
 /// PostgreSQL makes a concurrent insert of the same key wait for the first to finish.
-pub const INSERT: Sql = Sql::same(
-    "INSERT INTO items (name, quantity, description, date_added, idempotency_key) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING id, name, quantity, description, date_added",
-);
+pub const INSERT: Sql = Sql::same(concat!(
+    "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id) ",
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING ",
+    "RETURNING id, name, quantity, description, date_added, owner_id, ",
+    "(SELECT username FROM users WHERE users.id = items.owner_id)"
+));
 
-pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(
-    "SELECT id, name, quantity, description, date_added FROM items WHERE idempotency_key = $1",
-);
+pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(concat!(
+    "SELECT id, name, quantity, description, date_added, owner_id, ",
+    "(SELECT username FROM users WHERE users.id = items.owner_id) FROM items WHERE idempotency_key = $1"
+));
 
-pub const UPDATE: Sql = Sql::same(
-    "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4 WHERE id = $5 \
-     RETURNING id, name, quantity, description, date_added",
-);
+pub const UPDATE: Sql = Sql::same(concat!(
+    "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4 WHERE id = $5 ",
+    "RETURNING id, name, quantity, description, date_added, owner_id, ",
+    "(SELECT username FROM users WHERE users.id = items.owner_id)"
+));
 
 pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
 
@@ -258,7 +265,8 @@ mod tests {
         }
         assert_eq!(
             list(Backend::Postgres, All, Older),
-            "SELECT id, name, quantity, description, date_added FROM items \
+            "SELECT id, name, quantity, description, date_added, owner_id, \
+             (SELECT username FROM users WHERE users.id = items.owner_id) FROM items \
              WHERE (date_added, id) < ($1, $2) ORDER BY date_added DESC, id DESC LIMIT $3"
         );
     }

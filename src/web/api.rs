@@ -1,4 +1,6 @@
-//! The JSON API: the same items and rules as the pages, no cookies and no CSRF token.
+//! The JSON API: the same items and rules as the pages. Reads are anonymous; writes need
+//! an `ApiWriter` (an API token, or a signed-in browser's session with its form token),
+//! and changing an item asks the same `may_change` as the pages.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -10,7 +12,8 @@ use serde_json::Value;
 
 use super::cache::{CacheControl, ETag};
 use super::error::AppError;
-use super::extract::{ExistingItem, ItemId, Listing};
+use super::auth::{allowed_to_change, ApiWriter};
+use super::extract::{ExistingItem, Listing};
 use super::AppState;
 use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem};
 
@@ -54,6 +57,7 @@ pub async fn list(
 /// header already used, the earlier item is returned (`Idempotent-Replayed: true`).
 pub async fn create(
     State(state): State<AppState>,
+    ApiWriter(seller): ApiWriter,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, AppError> {
@@ -62,7 +66,17 @@ pub async fn create(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency_key(sent_key).map_err(AppError::BadRequest)?;
     let item = new_item(body)?;
-    let created = state.store.create_item(&item, key).await?;
+    let created = state.store.create_item(&item, seller.id, key).await?;
+    if !created.replayed {
+        tracing::info!(
+            event = "item_created",
+            user = %seller.username,
+            item_id = created.item.id,
+            "{} added item {} (API)",
+            seller.username,
+            created.item.id
+        );
+    }
     let location = format!("/api/items/{}", created.item.id);
     let replayed = if created.replayed { "true" } else { "false" };
     let headers = [
@@ -83,20 +97,32 @@ pub async fn show(ExistingItem(item): ExistingItem) -> Json<Item> {
 /// `PUT /api/items/{id}`: replace name, quantity and description.
 pub async fn update(
     State(state): State<AppState>,
-    ItemId(id): ItemId,
+    ApiWriter(editor): ApiWriter,
+    ExistingItem(existing): ExistingItem,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Item>, AppError> {
+    allowed_to_change(&editor, &existing)?;
     let item = new_item(body)?;
-    let item = state.store.update_item(id, &item).await?;
+    let item = state.store.update_item(existing.id, &item).await?;
     item.map(Json).ok_or(AppError::NotFound("item"))
 }
 
 /// `DELETE /api/items/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
-    ItemId(id): ItemId,
+    ApiWriter(editor): ApiWriter,
+    ExistingItem(item): ExistingItem,
 ) -> Result<StatusCode, AppError> {
-    if state.store.delete_item(id).await? {
+    allowed_to_change(&editor, &item)?;
+    if state.store.delete_item(item.id).await? {
+        tracing::info!(
+            event = "item_deleted",
+            user = %editor.username,
+            item_id = item.id,
+            "{} deleted item {} (API)",
+            editor.username,
+            item.id
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("item"))

@@ -1,7 +1,8 @@
-//! CSRF protection for the HTML forms, without server-side sessions: the browser holds a
-//! random `shop_csrf` cookie and every form carries HMAC(secret, cookie). Any instance
-//! that shares the secret accepts a form another instance rendered; another site can
-//! neither read the cookie nor forge the token.
+//! CSRF protection for the HTML forms: the browser holds a random `shop_csrf` cookie and
+//! every form carries HMAC(secret, cookie), and once the browser is signed in,
+//! HMAC(secret, cookie and session), so a token from before the login (or from another
+//! session) is worth nothing. Any instance that shares the secret accepts a form another
+//! instance rendered; another site can neither read the cookie nor forge the token.
 
 use axum::extract::{Form, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -19,6 +20,7 @@ const COOKIE: &str = "shop_csrf";
 /// The secret tokens are signed with.
 #[derive(Clone)]
 pub struct CsrfKey(Vec<u8>);
+
 
 impl CsrfKey {
     pub fn new(secret: &[u8]) -> CsrfKey {
@@ -61,9 +63,24 @@ impl CsrfKey {
 pub struct CsrfCookie {
     pub value: String,
     pub is_new: bool,
+    /// The signed-in session (its hash) the tokens are tied to; set by `auth`.
+    pub session: Option<String>,
 }
 
 impl CsrfCookie {
+    /// What the tokens sign: the cookie, and the session once there is one.
+    pub fn binding(&self, session: Option<&str>) -> String {
+        match session {
+            Some(session) => format!("{}:{session}", self.value),
+            None => self.value.clone(),
+        }
+    }
+
+    /// The cookie the browser sent, if any.
+    pub fn sent(headers: &HeaderMap) -> Option<CsrfCookie> {
+        Some(CsrfCookie::from_headers(headers)).filter(|c| !c.is_new)
+    }
+
     fn from_headers(headers: &HeaderMap) -> CsrfCookie {
         let sent = headers
             .get_all(header::COOKIE)
@@ -77,6 +94,7 @@ impl CsrfCookie {
             Some(value) => CsrfCookie {
                 value,
                 is_new: false,
+                session: None,
             },
             None => {
                 let mut bytes = [0u8; 32];
@@ -84,6 +102,7 @@ impl CsrfCookie {
                 CsrfCookie {
                     value: hex::encode(bytes),
                     is_new: true,
+                    session: None,
                 }
             }
         }
@@ -149,12 +168,15 @@ where
 
 /// The token to embed in the forms of this response.
 pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> String {
-    state.csrf.token_for(&cookie.value)
+    state
+        .csrf
+        .token_for(&cookie.binding(cookie.session.as_deref()))
 }
 
 /// Reject a form whose token does not match the browser's cookie.
 fn check(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> Result<(), AppError> {
-    let valid = !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&cookie.value, t));
+    let binding = cookie.binding(cookie.session.as_deref());
+    let valid = !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&binding, t));
     if valid {
         Ok(())
     } else {

@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::auth::Frame;
 use super::middleware::RequestId;
 use super::AppState;
 use crate::db::StoreError;
@@ -25,6 +26,18 @@ pub enum AppError {
     BadRequest(String),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The API needs to know who writes (401, `WWW-Authenticate: Bearer`).
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// A page needs somebody signed in: go to the login page, then come back to this path.
+    #[error("sign-in required for {0}")]
+    SignInRequired(String),
+    /// Too many failed logins for the account or from the address: wait this many seconds.
+    #[error("too many failed logins")]
+    TooManyAttempts(u64),
+    /// Every password-hashing slot is busy (a storm of logins): try again shortly.
+    #[error("password hashing is busy")]
+    Busy,
     #[error("invalid input")]
     Invalid(FieldErrors),
     /// An extractor could not read the request (wrong content type, bad syntax, too large).
@@ -42,6 +55,12 @@ impl From<StoreError> for AppError {
             StoreError::Unavailable(e) => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<crate::accounts::password::Busy> for AppError {
+    fn from(_: crate::accounts::password::Busy) -> Self {
+        AppError::Busy
     }
 }
 
@@ -79,6 +98,34 @@ impl IntoResponse for AppError {
             ),
             AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, why, BTreeMap::new()),
             AppError::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_owned(), BTreeMap::new()),
+            AppError::Unauthorized(why) => {
+                let challenge = HeaderValue::from_static("Bearer realm=\"shop\"");
+                return report(
+                    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]),
+                    why,
+                );
+            }
+            AppError::SignInRequired(next) => {
+                let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+                return axum::response::Redirect::to(&format!("/login?{query}")).into_response();
+            }
+            AppError::TooManyAttempts(seconds) => {
+                let retry = HeaderValue::from(seconds.max(1));
+                let minutes = seconds.div_ceil(60).max(1);
+                return report(
+                    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry)]),
+                    &format!("Too many failed sign-ins for this account or from your address. Try again in {minutes} minute(s)."),
+                );
+            }
+            AppError::Busy => {
+                return report(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    ),
+                    "Too many people are signing in at this moment. Please try again in a second.",
+                );
+            }
             AppError::Invalid(fields) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Some fields are not valid.".to_owned(),
@@ -125,14 +172,26 @@ impl IntoResponse for AppError {
     }
 }
 
+/// A response of `parts` that `render_errors` renders with `message`.
+fn report(parts: impl IntoResponse, message: &str) -> Response {
+    let mut response = parts.into_response();
+    response.extensions_mut().insert(ErrorReport {
+        message: message.to_owned(),
+        fields: BTreeMap::new(),
+    });
+    response
+}
+
 /// The message for an error response that came with none of ours.
 fn default_message(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "The request could not be understood.",
+        401 => "Please sign in first.",
         403 => "You are not allowed to do that.",
         404 => "There is no page at this address.",
         405 => "This page does not accept that kind of request.",
         408 => "The request took too long to arrive.",
+        429 => "Too many requests; please wait a moment and try again.",
         413 => "What you sent is too large for this shop (item forms are far smaller).",
         415 => "What you sent is not in a form this page accepts.",
         422 => "What you sent could not be read.",
@@ -167,6 +226,7 @@ pub async fn render_errors(
             fields: BTreeMap::new(),
         },
     };
+    let frame = response.extensions().get::<Frame>().cloned().unwrap_or_default();
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = if wants_json {
@@ -177,7 +237,7 @@ pub async fn render_errors(
         }))
         .into_response()
     } else {
-        error_page(&state, status, &report, &request_id)
+        error_page(&state, status, &report, &request_id, &frame)
     };
     let (body_parts, body) = body.into_parts();
     parts.headers.insert(
@@ -205,8 +265,10 @@ fn error_page(
     status: StatusCode,
     report: &ErrorReport,
     request_id: &RequestId,
+    frame: &Frame,
 ) -> Response {
     let mut context = tera::Context::new();
+    frame.insert_into(&mut context);
     context.insert("status", &status.as_u16());
     context.insert("reason", status.canonical_reason().unwrap_or("Error"));
     context.insert("message", &report.message);

@@ -5,8 +5,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, Request};
+
+use super::AppState;
 
 /// The addresses whose forwarding headers shop believes.
 #[derive(Debug, Clone)]
@@ -23,16 +26,64 @@ impl TrustedProxies {
 
     /// Did the browser use HTTPS? Only a trusted proxy's `X-Forwarded-Proto: https` says so.
     pub fn came_over_https<B>(&self, request: &Request<B>) -> bool {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        peer.is_some_and(|peer| self.trusts(peer))
-            && request
-                .headers()
+        self.https(request.extensions(), request.headers())
+    }
+
+    fn https(&self, extensions: &Extensions, headers: &HeaderMap) -> bool {
+        peer(extensions).is_some_and(|peer| self.trusts(peer))
+            && headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
+
+    /// The browser's address: the last one a trusted proxy added to `X-Forwarded-For`
+    /// (nginx appends the address it saw), otherwise the connection's peer.
+    fn client(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer(extensions)?;
+        if !self.trusts(peer) {
+            return Some(peer.to_canonical());
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        Some(forwarded.unwrap_or(peer).to_canonical())
+    }
+}
+
+fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// Where a request came from, as far as shop can believe it: over HTTPS or not, and the
+/// browser's address (what failed logins are counted by, beside the account).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub https: bool,
+    pub address: Option<IpAddr>,
+}
+
+impl Origin {
+    /// The address as the failures table and the journal keep it.
+    pub fn address_text(&self) -> String {
+        self.address.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+    }
+}
+
+impl FromRequestParts<AppState> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Origin, Self::Rejection> {
+        Ok(Origin {
+            https: state.proxies.https(&parts.extensions, &parts.headers),
+            address: state.proxies.client(&parts.extensions, &parts.headers),
+        })
     }
 }
 
@@ -65,5 +116,21 @@ mod tests {
         let mut unknown_peer = request("10.0.0.30:41000", Some("https"));
         unknown_peer.extensions_mut().clear();
         assert!(!proxies.came_over_https(&unknown_peer));
+    }
+
+    #[test]
+    fn the_client_address_comes_from_a_trusted_proxy_only() {
+        let proxies = TrustedProxies::new(&["10.0.0.30".parse().unwrap()]);
+        let mut through = request("10.0.0.30:41000", None);
+        through
+            .headers_mut()
+            .insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        let client = |r: &Request<()>| proxies.client(r.extensions(), r.headers());
+        assert_eq!(client(&through), Some("203.0.113.9".parse().unwrap()));
+        let mut direct = request("10.0.0.99:41000", None);
+        direct
+            .headers_mut()
+            .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(client(&direct), Some("10.0.0.99".parse().unwrap()));
     }
 }

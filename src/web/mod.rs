@@ -1,10 +1,13 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
-//! around it. Handlers live in `pages` (HTML) and `api` (JSON); `health` answers the
+//! around it. Handlers live in `pages` (HTML), `account` (sign-up, login, logout, the
+//! account page) and `api` (JSON); `auth` says who is asking; `health` answers the
 //! probes, `metrics` Prometheus; `cache` makes the validators of conditional GETs;
 //! `rows` writes the list's table;
 //! `csrf`, `forwarded`, `extract`, `middleware` and `error` are the plumbing.
 
+mod account;
 mod api;
+mod auth;
 mod cache;
 mod csrf;
 pub mod error;
@@ -30,11 +33,14 @@ use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
+pub use account::issue_token;
 pub use csrf::CsrfKey;
 pub use forwarded::TrustedProxies;
 pub use metrics::Metrics;
 use templates::{stylesheet_path, Templates, STYLESHEET};
 
+use crate::accounts::password::Hasher;
+use crate::config::AccountSettings;
 use crate::db::Store;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -46,6 +52,8 @@ pub struct AppState {
     proxies: TrustedProxies,
     instance_header: HeaderValue,
     metrics: Metrics,
+    hasher: Hasher,
+    accounts: Arc<AccountSettings>,
 }
 
 impl AppState {
@@ -55,6 +63,7 @@ impl AppState {
         proxies: TrustedProxies,
         instance: &str,
         metrics: Metrics,
+        accounts: AccountSettings,
     ) -> Result<AppState, tera::Error> {
         Ok(AppState {
             store,
@@ -64,6 +73,8 @@ impl AppState {
             instance_header: HeaderValue::from_str(instance)
                 .unwrap_or(HeaderValue::from_static("")),
             metrics,
+            hasher: Hasher::per_core(),
+            accounts: Arc::new(accounts),
         })
     }
 }
@@ -88,6 +99,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/items/{id}/edit", get(pages::edit_item_form))
         .route("/items/{id}/delete", post(pages::delete_item))
+        .route("/signup", get(account::signup_form).post(account::signup))
+        .route("/login", get(account::login_form).post(account::login))
+        .route("/logout", post(account::logout))
+        .route("/account", get(account::account_page))
+        .route("/account/password", post(account::change_password))
+        .route("/account/tokens", post(account::create_token))
+        .route("/account/tokens/{id}/revoke", post(account::revoke_token))
+        .route("/account/sessions/end-others", post(account::end_other_sessions))
+        // Outermost first: the CSRF cookie, then the session (which ties tokens to it).
+        .layer(from_fn_with_state(state.clone(), auth::resolve_session))
         .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));
     let api = Router::new()
         .route("/api/items", get(api::list).post(api::create))

@@ -8,11 +8,13 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{CacheControl, ETag};
-use super::csrf::{self, CheckedForm, CsrfCookie, Protected};
+use super::auth::{allowed_to_change, Frame, SignedIn, Viewer};
+use super::csrf::{CheckedForm, Protected};
 use super::error::AppError;
-use super::extract::{ExistingItem, ItemId, Listing};
+use super::extract::{ExistingItem, Listing};
 use super::rows;
 use super::AppState;
+use crate::accounts::may_change;
 use crate::items::{
     idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
     ListQuery, DEFAULT_PER_PAGE,
@@ -27,6 +29,7 @@ struct ItemView<'a> {
     description: &'a str,
     /// The `<time>` element of the date it was added (markup: shown unescaped).
     added: String,
+    seller: Option<&'a str>,
 }
 
 impl<'a> From<&'a Item> for ItemView<'a> {
@@ -39,6 +42,7 @@ impl<'a> From<&'a Item> for ItemView<'a> {
             quantity: item.quantity,
             description: &item.description,
             added,
+            seller: item.seller.as_deref(),
         }
     }
 }
@@ -133,15 +137,15 @@ impl FormPage {
     fn render(
         &self,
         state: &AppState,
-        cookie: &CsrfCookie,
+        frame: &Frame,
         input: &ItemInput,
         errors: &FieldErrors,
     ) -> Result<Html<String>, AppError> {
         let mut context = tera::Context::new();
+        frame.insert_into(&mut context);
         context.insert("heading", self.heading);
         context.insert("submit", self.submit);
         context.insert("action", &self.action);
-        context.insert("csrf_token", &csrf::form_token(state, cookie));
         context.insert("idempotency_key", &self.idempotency_key);
         context.insert("input", input);
         context.insert("errors", errors);
@@ -149,20 +153,22 @@ impl FormPage {
     }
 }
 
-/// `GET /`: the empty add-an-item form.
+/// `GET /`: the empty add-an-item form (anonymous visitors sign in first).
 pub async fn new_item_form(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
+    _: SignedIn,
+    Extension(frame): Extension<Frame>,
 ) -> Result<Html<String>, AppError> {
     let page = FormPage::new_item(new_idempotency_key());
-    page.render(&state, &cookie, &ItemInput::default(), &FieldErrors::new())
+    page.render(&state, &frame, &ItemInput::default(), &FieldErrors::new())
 }
 
 /// `POST /`: create the item and go to the list, or show the form again with messages.
 /// A repeated POST with the same idempotency key gets the same redirect and stores nothing.
 pub async fn create_item(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
+    seller: SignedIn,
+    Extension(frame): Extension<Frame>,
     CheckedForm(mut form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
     let sent_key = form.idempotency_key.take();
@@ -170,41 +176,62 @@ pub async fn create_item(
     let input = form.input();
     match input.validate() {
         Ok(item) => {
-            state.store.create_item(&item, key).await?;
+            let created = state.store.create_item(&item, seller.user.id, key).await?;
+            if !created.replayed {
+                tracing::info!(
+                    event = "item_created",
+                    user = %seller.user.username,
+                    item_id = created.item.id,
+                    "{} added item {}",
+                    seller.user.username,
+                    created.item.id
+                );
+            }
             Ok(Redirect::to("/items").into_response())
         }
         Err(errors) => {
             // The same key again: nothing was stored under it yet.
             let key = key.map_or_else(new_idempotency_key, str::to_owned);
-            invalid_form(&state, &cookie, FormPage::new_item(key), &input, &errors)
+            invalid_form(&state, &frame, FormPage::new_item(key), &input, &errors)
         }
     }
 }
 
 fn invalid_form(
     state: &AppState,
-    cookie: &CsrfCookie,
+    frame: &Frame,
     page: FormPage,
     input: &ItemInput,
     errors: &FieldErrors,
 ) -> Result<Response, AppError> {
-    let html = page.render(state, cookie, input, errors)?;
+    let html = page.render(state, frame, input, errors)?;
     Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
 }
 
 /// `GET /items` and `GET /success`: one page of the items, newest first, maybe searched.
 /// A repeat view whose `ETag` still holds is answered 304 before any item is read.
+/// Anonymous visitors share one page (and its 304s); a signed-in visitor's page names them
+/// and carries their form token, so it is theirs alone.
 pub async fn list_items(
     State(state): State<AppState>,
+    Extension(frame): Extension<Frame>,
     Listing(query): Listing,
     request: HeaderMap,
 ) -> Result<Response, AppError> {
-    let tag = ETag::of_list(&state.store, "page", &query).await?;
-    if let Some(not_modified) = tag.answer(&request, CacheControl::Shared) {
+    let (flavour, cache) = match &frame.username {
+        None => ("page".to_owned(), CacheControl::Shared),
+        Some(name) => (
+            format!("page\u{1f}{name}\u{1f}{}", frame.csrf_token),
+            CacheControl::PerBrowser,
+        ),
+    };
+    let tag = ETag::of_list(&state.store, &flavour, &query).await?;
+    if let Some(not_modified) = tag.answer(&request, cache) {
         return Ok(not_modified);
     }
     let page = state.store.list_items(&query).await?;
     let mut context = tera::Context::new();
+    frame.insert_into(&mut context);
     context.insert("has_items", &!page.items.is_empty());
     context.insert("search", &query.search);
     context.insert("page", &query.page);
@@ -213,7 +240,7 @@ pub async fn list_items(
     context.insert("prev_url", &prev_url);
     context.insert("next_url", &next_url);
     let html = Html(list_page(&state, &context, &page.items)?);
-    Ok(tag.label(html.into_response(), CacheControl::Shared))
+    Ok(tag.label(html.into_response(), cache))
 }
 
 /// The links to the newer and the older page: each starts next to this page's first or
@@ -259,62 +286,86 @@ fn page_url(query: &ListQuery, page: u32, from: Option<(&str, Cursor)>) -> Strin
 
 /// `GET /items/{id}`. Its `ETag` is made from the item as read and the form token the
 /// page embeds; a repeat view of an unchanged item is answered 304 without rendering.
+/// The edit and delete buttons are there only for who may use them (`may_change`).
 pub async fn show_item(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
+    viewer: Viewer,
+    Extension(frame): Extension<Frame>,
     ExistingItem(item): ExistingItem,
     request: HeaderMap,
 ) -> Result<Response, AppError> {
-    let token = csrf::form_token(&state, &cookie);
-    let tag = ETag::of(&[format!("{item:?}").as_bytes(), token.as_bytes()]);
+    let can_change = viewer.user().is_some_and(|user| may_change(user, &item));
+    let who = frame.username.as_deref().unwrap_or("");
+    let tag = ETag::of(&[
+        format!("{item:?}").as_bytes(),
+        frame.csrf_token.as_bytes(),
+        who.as_bytes(),
+        &[u8::from(can_change)],
+    ]);
     if let Some(not_modified) = tag.answer(&request, CacheControl::PerBrowser) {
         return Ok(not_modified);
     }
     let mut context = tera::Context::new();
+    frame.insert_into(&mut context);
     context.insert("item", &ItemView::from(&item));
-    context.insert("csrf_token", &token);
+    context.insert("can_change", &can_change);
     let html = Html(state.templates.render("item.html", &context)?);
     Ok(tag.label(html.into_response(), CacheControl::PerBrowser))
 }
 
-/// `GET /items/{id}/edit`: the form, filled in with the item.
+/// `GET /items/{id}/edit`: the form, filled in with the item (for who may change it).
 pub async fn edit_item_form(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
+    editor: SignedIn,
+    Extension(frame): Extension<Frame>,
     ExistingItem(item): ExistingItem,
 ) -> Result<Html<String>, AppError> {
+    allowed_to_change(&editor.user, &item)?;
     let input = ItemInput {
         name: Some(item.name),
         quantity: Some(item.quantity.to_string()),
         description: Some(item.description),
     };
-    FormPage::edit(item.id).render(&state, &cookie, &input, &FieldErrors::new())
+    FormPage::edit(item.id).render(&state, &frame, &input, &FieldErrors::new())
 }
 
 /// `POST /items/{id}`: save the edit and show the item, or the form again with messages.
 pub async fn update_item(
     State(state): State<AppState>,
-    Extension(cookie): Extension<CsrfCookie>,
-    ItemId(id): ItemId,
+    editor: SignedIn,
+    Extension(frame): Extension<Frame>,
+    ExistingItem(existing): ExistingItem,
     CheckedForm(form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
+    allowed_to_change(&editor.user, &existing)?;
+    let id = existing.id;
     let input = form.input();
     match input.validate() {
         Ok(item) => match state.store.update_item(id, &item).await? {
             Some(item) => Ok(Redirect::to(&format!("/items/{}", item.id)).into_response()),
             None => Err(AppError::NotFound("item")),
         },
-        Err(errors) => invalid_form(&state, &cookie, FormPage::edit(id), &input, &errors),
+        Err(errors) => invalid_form(&state, &frame, FormPage::edit(id), &input, &errors),
     }
 }
 
 /// `POST /items/{id}/delete`: delete and go back to the list.
 pub async fn delete_item(
     State(state): State<AppState>,
-    ItemId(id): ItemId,
+    editor: SignedIn,
+    ExistingItem(item): ExistingItem,
     CheckedForm(_): CheckedForm<DeleteForm>,
 ) -> Result<Redirect, AppError> {
-    if state.store.delete_item(id).await? {
+    allowed_to_change(&editor.user, &item)?;
+    if state.store.delete_item(item.id).await? {
+        tracing::info!(
+            event = "item_deleted",
+            user = %editor.user.username,
+            item_id = item.id,
+            "{} deleted item {}",
+            editor.user.username,
+            item.id
+        );
         Ok(Redirect::to("/items"))
     } else {
         Err(AppError::NotFound("item"))

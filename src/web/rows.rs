@@ -24,6 +24,10 @@ pub fn write_rows(html: &mut String, items: &[Item]) {
         html.push_str("<td>");
         push_escaped(html, &item.description);
         html.push_str("<td>");
+        if let Some(seller) = &item.seller {
+            push_escaped(html, seller);
+        }
+        html.push_str("<td>");
         push_time(html, item);
         html.push('\n');
     }
@@ -126,6 +130,8 @@ mod tests {
             quantity: 1000000,
             description: description.into(),
             date_added: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
+            owner_id: Some(7),
+            seller: Some("ann<".into()),
         }
     }
 
@@ -139,7 +145,7 @@ mod tests {
         assert_eq!(
             html,
             "<tr><td><a href=\"/items/42\">&lt;b&gt;Lamp&lt;/b&gt; &amp; &quot;co&quot;</a>\
-             <td>1000000<td>it&#x27;s<td><time datetime=\"2025-11-23T21:07:00Z\">\
+             <td>1000000<td>it&#x27;s<td>ann&lt;<td><time datetime=\"2025-11-23T21:07:00Z\">\
              2025-11-23 21:07 UTC</time>\n"
         );
     }

@@ -40,6 +40,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("list.html", include_str!("templates/list.html")),
     ("item.html", include_str!("templates/item.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("credentials.html", include_str!("templates/credentials.html")),
+    ("account.html", include_str!("templates/account.html")),
 ];
 
 pub struct Templates {

@@ -1,0 +1,279 @@
+//! The accounts' half of the store: users, sessions, API tokens and failed logins, their
+//! SQL in both dialects side by side (most statements read the same in both).
+
+use chrono::{DateTime, Utc};
+
+use super::queries::{run, Sql};
+use super::{now, Store, StoreResult};
+use crate::accounts::{User, UserRecord, Username};
+
+
+
+const CREATE_USER: Sql = Sql::same(
+    "INSERT INTO users (username, username_key, password_hash, is_admin, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username_key) DO NOTHING \
+     RETURNING id, username, is_admin, disabled",
+);
+const CREDENTIALS: Sql = Sql::same(
+    "SELECT id, username, is_admin, disabled, password_hash FROM users WHERE username_key = $1",
+);
+const FIND_USER: Sql =
+    Sql::same("SELECT id, username, is_admin, disabled FROM users WHERE username_key = $1");
+const LIST_USERS: Sql = Sql::same(
+    "SELECT id, username, is_admin, disabled, created_at FROM users ORDER BY username_key",
+);
+const SET_PASSWORD_HASH: Sql = Sql::same("UPDATE users SET password_hash = $1 WHERE id = $2");
+const SET_DISABLED: Sql = Sql::same(
+    "UPDATE users SET disabled = $1 WHERE username_key = $2 RETURNING id, username, is_admin, disabled",
+);
+
+const CREATE_SESSION: Sql = Sql::same(
+    "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at) VALUES ($1, $2, $3, $3)",
+);
+/// One indexed lookup (the primary key, then the user's): what a signed-in page costs.
+const SESSION_USER: Sql = Sql::same(
+    "SELECT u.id, u.username, u.is_admin, u.disabled, s.created_at, s.last_seen_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
+);
+const TOUCH_SESSION: Sql = Sql::same("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2");
+const DELETE_SESSION: Sql = Sql::same("DELETE FROM sessions WHERE id_hash = $1");
+const DELETE_OTHER_SESSIONS: Sql =
+    Sql::same("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2");
+const DELETE_EXPIRED_SESSIONS: Sql =
+    Sql::same("DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2");
+
+const CREATE_TOKEN: Sql = Sql::same(
+    "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) \
+     RETURNING id, name, created_at, last_used_at",
+);
+const TOKEN_USER: Sql = Sql::same(
+    "SELECT u.id, u.username, u.is_admin, u.disabled, t.id, t.last_used_at \
+     FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+);
+const TOUCH_TOKEN: Sql = Sql::same("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2");
+const LIST_TOKENS: Sql = Sql::same(
+    "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id",
+);
+const REVOKE_TOKEN: Sql = Sql::same("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2");
+
+const RECORD_FAILURE: Sql = Sql::same(
+    "INSERT INTO login_failures (username_key, address, at) VALUES ($1, $2, $3)",
+);
+const FAILURES_OF_ACCOUNT: Sql = Sql::same(
+    "SELECT COUNT(*), MIN(at) FROM login_failures WHERE username_key = $1 AND at > $2",
+);
+const FAILURES_FROM_ADDRESS: Sql =
+    Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE address = $1 AND at > $2");
+const CLEAR_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE username_key = $1");
+const DELETE_OLD_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE at < $1");
+
+type UserRow = (i64, String, bool, bool);
+
+fn user((id, username, is_admin, disabled): UserRow) -> User {
+    User {
+        id,
+        username,
+        is_admin,
+        disabled,
+    }
+}
+
+/// A signed-in browser's session, as its cookie finds it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub user: User,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// An API token as listed (never the token itself: it is shown once, at creation).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The user an API token belongs to, and the token's own id and last use.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub user: User,
+    pub token_id: i64,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Recent failed logins: how many since the window began, and the oldest of them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failures {
+    pub count: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// A new user; `None` when the name is taken (whatever its case).
+    pub async fn create_user(
+        &self,
+        name: &Username,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = run!(self, as CREATE_USER, fetch_optional,
+            name.as_str(), name.key(), password_hash, is_admin, now())?;
+        Ok(row.map(user))
+    }
+
+    /// The user with this (lower-case) name and their password hash.
+    pub async fn credentials(&self, key: &str) -> StoreResult<Option<(User, String)>> {
+        let row: Option<(i64, String, bool, bool, String)> =
+            run!(self, as CREDENTIALS, fetch_optional, key)?;
+        Ok(row.map(|(id, name, admin, disabled, hash)| (user((id, name, admin, disabled)), hash)))
+    }
+
+    pub async fn find_user(&self, key: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = run!(self, as FIND_USER, fetch_optional, key)?;
+        Ok(row.map(user))
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows: Vec<(i64, String, bool, bool, DateTime<Utc>)> =
+            run!(self, as LIST_USERS, fetch_all)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, admin, disabled, created_at)| UserRecord {
+                user: user((id, name, admin, disabled)),
+                created_at,
+            })
+            .collect())
+    }
+
+    pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()> {
+        run!(self, SET_PASSWORD_HASH, execute, hash, user_id)?;
+        Ok(())
+    }
+
+    /// Disable (or enable) the user with this name; `None` when there is none.
+    pub async fn set_disabled(&self, key: &str, disabled: bool) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = run!(self, as SET_DISABLED, fetch_optional, disabled, key)?;
+        Ok(row.map(user))
+    }
+
+    pub async fn create_session(&self, id_hash: &str, user_id: i64) -> StoreResult<()> {
+        run!(self, CREATE_SESSION, execute, id_hash, user_id, now())?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<(i64, String, bool, bool, DateTime<Utc>, DateTime<Utc>)> =
+            run!(self, as SESSION_USER, fetch_optional, id_hash)?;
+        Ok(row.map(|(id, name, admin, disabled, created_at, last_seen_at)| SessionRecord {
+            user: user((id, name, admin, disabled)),
+            created_at,
+            last_seen_at,
+        }))
+    }
+
+    pub async fn touch_session(&self, id_hash: &str) -> StoreResult<()> {
+        run!(self, TOUCH_SESSION, execute, now(), id_hash)?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        run!(self, DELETE_SESSION, execute, id_hash)?;
+        Ok(())
+    }
+
+    /// End every session of the user but `keep` (pass "" to end them all); how many ended.
+    pub async fn delete_other_sessions(&self, user_id: i64, keep: &str) -> StoreResult<u64> {
+        run!(self, DELETE_OTHER_SESSIONS, execute, user_id, keep)
+    }
+
+    /// Delete sessions idle since before `idle_before` or made before `made_before`.
+    pub async fn delete_expired_sessions(
+        &self,
+        idle_before: DateTime<Utc>,
+        made_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        run!(self, DELETE_EXPIRED_SESSIONS, execute, idle_before, made_before)
+    }
+
+    pub async fn create_token(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &str,
+    ) -> StoreResult<TokenInfo> {
+        let (id, name, created_at, last_used_at) =
+            run!(self, as CREATE_TOKEN, fetch_one, user_id, name, token_hash, now())?;
+        Ok(TokenInfo {
+            id,
+            name,
+            created_at,
+            last_used_at,
+        })
+    }
+
+    pub async fn token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let row: Option<(i64, String, bool, bool, i64, Option<DateTime<Utc>>)> =
+            run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
+        Ok(row.map(|(id, name, admin, disabled, token_id, last_used_at)| TokenRecord {
+            user: user((id, name, admin, disabled)),
+            token_id,
+            last_used_at,
+        }))
+    }
+
+    pub async fn touch_token(&self, token_id: i64) -> StoreResult<()> {
+        run!(self, TOUCH_TOKEN, execute, now(), token_id)?;
+        Ok(())
+    }
+
+    pub async fn list_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenInfo>> {
+        let rows: Vec<(i64, String, DateTime<Utc>, Option<DateTime<Utc>>)> =
+            run!(self, as LIST_TOKENS, fetch_all, user_id)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, created_at, last_used_at)| TokenInfo {
+                id,
+                name,
+                created_at,
+                last_used_at,
+            })
+            .collect())
+    }
+
+    /// Revoke one of the user's tokens; `false` when they have no such token.
+    pub async fn revoke_token(&self, user_id: i64, token_id: i64) -> StoreResult<bool> {
+        Ok(run!(self, REVOKE_TOKEN, execute, token_id, user_id)? > 0)
+    }
+
+    pub async fn record_login_failure(&self, key: &str, address: &str) -> StoreResult<()> {
+        run!(self, RECORD_FAILURE, execute, key, address, now())?;
+        Ok(())
+    }
+
+    /// Failed logins since `since`, for the account `key` and from `address`.
+    pub async fn login_failures(
+        &self,
+        key: &str,
+        address: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<(Failures, Failures)> {
+        let (count, oldest): (i64, Option<DateTime<Utc>>) =
+            run!(self, as FAILURES_OF_ACCOUNT, fetch_one, key, since)?;
+        let account = Failures { count, oldest };
+        let (count, oldest): (i64, Option<DateTime<Utc>>) =
+            run!(self, as FAILURES_FROM_ADDRESS, fetch_one, address, since)?;
+        Ok((account, Failures { count, oldest }))
+    }
+
+    pub async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+        run!(self, CLEAR_FAILURES, execute, key)?;
+        Ok(())
+    }
+
+    pub async fn delete_old_login_failures(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        run!(self, DELETE_OLD_FAILURES, execute, before)
+    }
+}
+

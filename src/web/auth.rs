@@ -1,0 +1,352 @@
+//! Who is asking, answered once per request. Pages: the session cookie, looked up by the
+//! `resolve_session` layer only when the browser sends one (anonymous reads stay on the
+//! fast path), giving every handler a `Viewer`. The API: `ApiWriter` — an API token
+//! (`Authorization: Bearer`), or a session cookie with the form token in `X-CSRF-Token`.
+//! Sessions: the cookie carries a random id, the database its SHA-256; idle and absolute
+//! lifetimes; a disabled user's sessions and tokens are refused at once.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use super::csrf::{self, CsrfCookie};
+use super::error::AppError;
+use super::AppState;
+use crate::accounts::{may_change, secrets, User};
+use crate::items::Item;
+use crate::db::SessionRecord;
+
+/// The session cookie over plain HTTP, and over HTTPS (where the `__Host-` prefix makes
+/// the browser insist on `Secure`, `Path=/` and no `Domain`).
+const COOKIE: &str = "shop_session";
+const HOST_COOKIE: &str = "__Host-shop_session";
+
+/// A session's last visit is written at most this often (not on every request).
+const TOUCH_EVERY: Duration = Duration::from_secs(300);
+/// A token's last use is recorded at most this often.
+const TOKEN_TOUCH_EVERY: Duration = Duration::from_secs(3600);
+
+/// A signed-in user and the session they came with.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: User,
+    /// The SHA-256 of the session id: what the database knows the session by.
+    pub session: String,
+}
+
+/// Who is looking at a page: somebody signed in, or nobody. Every page handler gets one.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer(pub Option<SignedIn>);
+
+impl Viewer {
+    pub fn user(&self) -> Option<&User> {
+        self.0.as_ref().map(|s| &s.user)
+    }
+}
+
+/// What the header of every page shows (who is signed in) and the form token the page's
+/// forms carry (the header's "Log out" is one of them).
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    pub username: Option<String>,
+    pub csrf_token: String,
+}
+
+impl Frame {
+    /// Put the frame into a template's context.
+    pub fn insert_into(&self, context: &mut tera::Context) {
+        context.insert("viewer", &self.username);
+        context.insert("csrf_token", &self.csrf_token);
+    }
+}
+
+/// The session id a request's cookie carries, if it has the right shape.
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| {
+            (*name == HOST_COOKIE || *name == COOKIE) && secrets::is_session_id(value)
+        })
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The session behind `id`, if it is alive and its user is not disabled; a session past
+/// either lifetime is deleted on the spot.
+async fn live_session(state: &AppState, id: &str) -> Result<Option<SignedIn>, AppError> {
+    let hash = secrets::digest(id);
+    let Some(record) = state.store.session(&hash).await? else {
+        return Ok(None);
+    };
+    let SessionRecord {
+        user,
+        created_at,
+        last_seen_at,
+    } = record;
+    let now = Utc::now();
+    let idle = now.signed_duration_since(last_seen_at).to_std().unwrap_or_default();
+    let age = now.signed_duration_since(created_at).to_std().unwrap_or_default();
+    if idle > state.accounts.session_idle() || age > state.accounts.session_max() {
+        state.store.delete_session(&hash).await?;
+        return Ok(None);
+    }
+    if user.disabled {
+        return Ok(None);
+    }
+    if idle > TOUCH_EVERY {
+        state.store.touch_session(&hash).await?;
+    }
+    Ok(Some(SignedIn {
+        user,
+        session: hash,
+    }))
+}
+
+/// Page-router layer (inside the CSRF cookie's): find the session the browser's cookie
+/// names, tie the form token to it, and hand the handlers a `Viewer`. A cookie that names
+/// no live session is cleared.
+pub async fn resolve_session(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let sent = session_id(request.headers());
+    let viewer = match &sent {
+        None => Viewer(None),
+        Some(id) => match live_session(&state, id).await {
+            Ok(found) => Viewer(found),
+            Err(e) => return e.into_response(),
+        },
+    };
+    let mut frame = Frame {
+        username: viewer.user().map(|u| u.username.clone()),
+        csrf_token: String::new(),
+    };
+    if let Some(cookie) = request.extensions_mut().get_mut::<CsrfCookie>() {
+        cookie.session = viewer.0.as_ref().map(|s| s.session.clone());
+        frame.csrf_token = csrf::form_token(&state, cookie);
+    }
+    let https = state.proxies.came_over_https(&request);
+    request.extensions_mut().insert(viewer.clone());
+    request.extensions_mut().insert(frame.clone());
+    let mut response = next.run(request).await;
+    if response.extensions().get::<Frame>().is_none() {
+        response.extensions_mut().insert(frame);
+    }
+    let handled = response.extensions().get::<SessionChange>().is_some();
+    if sent.is_some() && viewer.0.is_none() && !handled {
+        set_cookie(&mut response, None, https);
+    }
+    response
+}
+
+/// A handler's word to the layer that it set or cleared the session cookie itself.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionChange;
+
+/// Put the session cookie on `response` (`None`: clear it). HttpOnly and SameSite=Lax
+/// always; over HTTPS `Secure` and the `__Host-` name, and the plain one cleared.
+pub fn set_cookie(response: &mut Response, id: Option<&str>, https: bool) {
+    let headers = response.headers_mut();
+    let mut add = |value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    };
+    let clear = "=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
+    match (id, https) {
+        (Some(id), true) => {
+            add(format!("{HOST_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Secure"));
+            add(format!("{COOKIE}{clear}"));
+        }
+        (Some(id), false) => add(format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")),
+        (None, true) => {
+            add(format!("{HOST_COOKIE}{clear}; Secure"));
+            add(format!("{COOKIE}{clear}"));
+        }
+        (None, false) => add(format!("{COOKIE}{clear}")),
+    }
+    response.extensions_mut().insert(SessionChange);
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Viewer, AppError> {
+        Ok(parts.extensions.get::<Viewer>().cloned().unwrap_or_default())
+    }
+}
+
+/// A page that needs somebody signed in: anonymous visitors are sent to `/login?next=`
+/// this page (a GET) or the page they came from (a POST's `Referer`, else `/`).
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<SignedIn, AppError> {
+        match parts.extensions.get::<Viewer>().and_then(|v| v.0.clone()) {
+            Some(signed_in) => Ok(signed_in),
+            None => {
+                let next = if parts.method == axum::http::Method::GET {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/".to_owned(), |p| p.as_str().to_owned())
+                } else {
+                    "/".to_owned()
+                };
+                Err(AppError::SignInRequired(next))
+            }
+        }
+    }
+}
+
+/// Who writes through the API: the owner of the API token the request carries, or a
+/// signed-in browser that sends its form token in `X-CSRF-Token`. Anybody else: 401.
+pub struct ApiWriter(pub User);
+
+impl FromRequestParts<AppState> for ApiWriter {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ApiWriter, AppError> {
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| secrets::is_api_token(t))
+                .ok_or(AppError::Unauthorized("The Authorization header must be \"Bearer shop_…\" with an API token."))?;
+            return token_user(state, token).await.map(ApiWriter);
+        }
+        let Some(id) = session_id(&parts.headers) else {
+            return Err(AppError::Unauthorized(
+                "Sign in: send an API token as \"Authorization: Bearer shop_…\" (make one on /account).",
+            ));
+        };
+        let signed_in = live_session(state, &id)
+            .await?
+            .ok_or(AppError::Unauthorized("Your session has ended; sign in again."))?;
+        let csrf = CsrfCookie::sent(&parts.headers).ok_or(AppError::Unauthorized(
+            "A session cookie needs the form token in X-CSRF-Token.",
+        ))?;
+        let token = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        let valid = token.is_some_and(|t| state.csrf.verify(&csrf.binding(Some(&signed_in.session)), t));
+        if !valid {
+            return Err(AppError::Unauthorized(
+                "A session cookie needs the form token in X-CSRF-Token.",
+            ));
+        }
+        Ok(ApiWriter(signed_in.user))
+    }
+}
+
+async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
+    let record = state
+        .store
+        .token(&secrets::digest(token))
+        .await?
+        .filter(|r| !r.user.disabled)
+        .ok_or(AppError::Unauthorized("This API token is not valid (revoked, or its user is disabled)."))?;
+    let stale = record.last_used_at.is_none_or(|at| {
+        Utc::now().signed_duration_since(at).to_std().unwrap_or_default() > TOKEN_TOUCH_EVERY
+    });
+    if stale {
+        state.store.touch_token(record.token_id).await?;
+    }
+    Ok(record.user)
+}
+
+/// 403 unless `editor` may change `item`: the one rule (`accounts::may_change`), asked
+/// by the form and the API alike.
+pub fn allowed_to_change(editor: &User, item: &Item) -> Result<(), AppError> {
+    if may_change(editor, item) {
+        return Ok(());
+    }
+    tracing::info!(
+        event = "change_refused",
+        user = %editor.username,
+        item_id = item.id,
+        "{} may not change item {}",
+        editor.username,
+        item.id
+    );
+    Err(AppError::Forbidden(
+        "This item is another seller's: only its seller (or an admin) may change or delete it.",
+    ))
+}
+
+/// Where to go after signing in: `next` when it is a path on this site, else `/`.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control) =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/items/3/edit")), "/items/3/edit");
+        assert_eq!(safe_next(Some("/items?q=a")), "/items?q=a");
+        for elsewhere in ["//evil.example/", "https://evil.example/", "/\\evil", "evil", ""] {
+            assert_eq!(safe_next(Some(elsewhere)), "/", "{elsewhere}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn either_cookie_name_is_read_when_well_formed() {
+        let id = secrets::new_session_id();
+        for name in [COOKIE, HOST_COOKIE] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("a=b; {name}={id}")).unwrap(),
+            );
+            assert_eq!(session_id(&headers), Some(id.clone()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("shop_session=short"));
+        assert_eq!(session_id(&headers), None);
+    }
+
+    #[test]
+    fn cookies_are_httponly_lax_and_secure_with_the_host_prefix_over_https() {
+        let mut response = Response::new(axum::body::Body::empty());
+        set_cookie(&mut response, Some("abc"), true);
+        let cookies: Vec<_> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            cookies[0],
+            "__Host-shop_session=abc; Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
+        let mut response = Response::new(axum::body::Body::empty());
+        set_cookie(&mut response, Some("abc"), false);
+        assert_eq!(
+            response.headers()[header::SET_COOKIE],
+            "shop_session=abc; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
+}
