@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::db::{BackupRow, Store};
+use crate::db::{Accounts, BackupRow, BackupToken, BackupUser, Record, Store};
 
 /// What the first line of a backup says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,7 +42,23 @@ struct End {
 #[derive(Debug, Serialize, Deserialize)]
 struct EndCount {
     items: u64,
+    /// Absent in backups made before accounts (schema 6).
+    #[serde(default)]
+    users: u64,
+    #[serde(default)]
+    tokens: u64,
 }
+
+/// A line that is not an item: a user or an API token (written before the items).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AccountLine {
+    User(BackupUser),
+    Token(BackupToken),
+}
+
+/// The first schema with accounts.
+const ACCOUNTS_SCHEMA: i64 = 6;
 
 const FORMAT: &str = "shop-backup";
 const VERSION: u32 = 1;
@@ -106,9 +122,20 @@ pub async fn backup(
     let mut out = BufWriter::new(&file.file);
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
+    let (mut users, mut tokens) = (0, 0);
     let rows = store
-        .export(|row| -> anyhow::Result<()> {
-            serde_json::to_writer(&mut out, &row)?;
+        .export(state.schema() >= ACCOUNTS_SCHEMA, |record| -> anyhow::Result<()> {
+            match record {
+                Record::User(user) => {
+                    users += 1;
+                    serde_json::to_writer(&mut out, &AccountLine::User(user))?
+                }
+                Record::Token(token) => {
+                    tokens += 1;
+                    serde_json::to_writer(&mut out, &AccountLine::Token(token))?
+                }
+                Record::Item(row) => serde_json::to_writer(&mut out, &row)?,
+            }
             out.write_all(b"\n")?;
             Ok(())
         })
@@ -116,7 +143,11 @@ pub async fn backup(
     serde_json::to_writer(
         &mut out,
         &End {
-            end: EndCount { items: rows },
+            end: EndCount {
+                items: rows,
+                users,
+                tokens,
+            },
         },
     )?;
     out.write_all(b"\n")?;
@@ -125,7 +156,7 @@ pub async fn backup(
     let size = file.commit()?;
     store.close().await;
     println!(
-        "wrote {}: {} items, schema {}, {} bytes, in {:.1} s",
+        "wrote {}: {} items, {users} users, {tokens} API tokens, schema {}, {} bytes, in {:.1} s",
         path.display(),
         rows,
         header.schema,
@@ -149,7 +180,7 @@ pub async fn backup(
 /// schema than this binary knows, and, without `force`, a database that holds items.
 pub async fn restore(settings: &Settings, path: &Path, force: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (header, rows) = read_backup(path)?;
+    let (header, rows, accounts) = read_backup(path)?;
     // Lazy: nothing is connected (nor an SQLite file created) before the checks pass.
     let store = Store::connect(&settings.database.url, settings.database.pool_size());
     let known = store.known_schema();
@@ -179,10 +210,14 @@ pub async fn restore(settings: &Settings, path: &Path, force: bool) -> anyhow::R
         );
     }
     store.migrate().await.context("applying migrations")?;
-    store.replace_all(&rows).await?;
+    store.replace_all(&rows, accounts.as_ref()).await?;
     store.close().await;
+    let users = accounts.as_ref().map_or_else(
+        || "the users there were kept (a backup from before accounts)".to_owned(),
+        |a| format!("{} users and {} API tokens", a.users.len(), a.tokens.len()),
+    );
     println!(
-        "restored {} items from {} (schema {}, made {} by shop {}), replacing {existing}, in {:.1} s",
+        "restored {} items and {users} from {} (schema {}, made {} by shop {}), replacing {existing}, in {:.1} s",
         rows.len(),
         path.display(),
         header.schema,
@@ -193,8 +228,11 @@ pub async fn restore(settings: &Settings, path: &Path, force: bool) -> anyhow::R
     Ok(())
 }
 
-/// Read and check a whole backup: its header, every item, and the end line's count.
-fn read_backup(path: &Path) -> anyhow::Result<(Header, Vec<BackupRow>)> {
+/// What a backup holds: its header, its items, and its accounts (`None`: made before them).
+type Backup = (Header, Vec<BackupRow>, Option<Accounts>);
+
+/// Read and check a whole backup: its header, every record, and the end line's counts.
+fn read_backup(path: &Path) -> anyhow::Result<Backup> {
     let shown = path.display();
     let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
     let mut lines = BufReader::new(file).lines();
@@ -212,17 +250,31 @@ fn read_backup(path: &Path) -> anyhow::Result<(Header, Vec<BackupRow>)> {
         );
     }
     let mut rows = Vec::new();
+    let mut accounts = Accounts::default();
     for (number, line) in lines.enumerate() {
         let line = line.with_context(|| format!("reading {shown}"))?;
         if let Ok(end) = serde_json::from_str::<End>(&line) {
-            if end.end.items != rows.len() as u64 {
+            let counted = (end.end.items, end.end.users, end.end.tokens);
+            let found = (
+                rows.len() as u64,
+                accounts.users.len() as u64,
+                accounts.tokens.len() as u64,
+            );
+            if counted != found {
                 bail!(
-                    "{shown} is damaged: its end line counts {} items, but {} come before it",
-                    end.end.items,
-                    rows.len()
+                    "{shown} is damaged: its end line counts {counted:?} items, users and tokens, but {found:?} come before it"
                 );
             }
-            return Ok((header, rows));
+            let accounts = (header.schema >= ACCOUNTS_SCHEMA).then_some(accounts);
+            return Ok((header, rows, accounts));
+        }
+        if line.starts_with("{\"user\"") || line.starts_with("{\"token\"") {
+            match serde_json::from_str::<AccountLine>(&line) {
+                Ok(AccountLine::User(user)) => accounts.users.push(user),
+                Ok(AccountLine::Token(token)) => accounts.tokens.push(token),
+                Err(_) => bail!("{shown} is damaged: line {} is not a user or token", number + 2),
+            }
+            continue;
         }
         let row: BackupRow = serde_json::from_str(&line).with_context(|| {
             format!(

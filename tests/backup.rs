@@ -50,7 +50,11 @@ async fn all_items(shop: &Shop) -> Vec<Value> {
 
 /// Items created through the API until `stop`, each with when it was acknowledged, and
 /// how many requests failed.
-async fn write_load(url: String, stop: Arc<AtomicBool>) -> (Vec<(Instant, Value)>, Vec<String>) {
+async fn write_load(
+    url: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> (Vec<(Instant, Value)>, Vec<String>) {
     let http = client();
     let (mut created, mut failures) = (Vec::new(), Vec::new());
     for n in 0..5_000 {
@@ -58,7 +62,7 @@ async fn write_load(url: String, stop: Arc<AtomicBool>) -> (Vec<(Instant, Value)
             break;
         }
         let item = json!({"name": format!("load {n}"), "quantity": n % 1000, "description": "written during the backup"});
-        match http.post(&url).json(&item).send().await {
+        match http.post(&url).bearer_auth(&token).json(&item).send().await {
             Ok(r) if r.status() == 201 => created.push((Instant::now(), r.json().await.unwrap())),
             Ok(r) => failures.push(format!("{}: {}", r.status(), r.text().await.unwrap())),
             Err(e) => failures.push(e.to_string()),
@@ -100,6 +104,7 @@ async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(write_load(
         shop_process.url("/api/items"),
+        common::api_token(&shop_process).await,
         Arc::clone(&stop),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -192,12 +197,18 @@ async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) 
             "{item} was acknowledged before the backup ended"
         );
     }
-    let lines = std::fs::read_to_string(file).unwrap().lines().count();
-    assert_eq!(restored.len(), lines - 2, "the restore is the whole backup");
+    let text = std::fs::read_to_string(file).unwrap();
+    let item_lines = text.lines().filter(|l| l.starts_with("{\"id\"")).count();
+    assert_eq!(restored.len(), item_lines, "the restore is the whole backup");
+    assert!(
+        text.lines().any(|l| l.starts_with("{\"user\"")) && text.lines().any(|l| l.starts_with("{\"token\"")),
+        "the backup carries the sellers and their tokens' hashes"
+    );
 
     // New items continue after the restored ids.
     let response = http
         .post(shop_process.url("/api/items"))
+        .bearer_auth(common::api_token(&shop_process).await)
         .json(&json!({"name": "after", "quantity": 1, "description": "the restore"}))
         .send()
         .await
@@ -261,6 +272,7 @@ async fn a_restore_refuses_what_it_cannot_trust_and_changes_nothing(backend: Bac
     // With --force, the backup replaces what is there.
     client()
         .delete(shop_process.url("/api/items/2"))
+        .bearer_auth(common::api_token(&shop_process).await)
         .send()
         .await
         .unwrap();

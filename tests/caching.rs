@@ -94,8 +94,10 @@ async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
 
     // Any write, by the other instance, moves the validator: an edit, a new item, a delete.
     let http = client();
+    let token = common::api_token(&b).await;
     let edited = http
         .put(b.url(&format!("/api/items/{id}")))
+        .bearer_auth(&token)
         .json(&json!({"name": "Lamp, polished", "quantity": 1, "description": "brass"}))
         .send()
         .await
@@ -118,6 +120,7 @@ async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
     assert!(html.contains(">Chair<") && after_create != after_edit);
     let deleted = http
         .delete(b.url(&format!("/api/items/{id}")))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -165,6 +168,7 @@ async fn item_pages_are_validated_per_browser(backend: Backend) {
 
     let edited = client()
         .put(b.url(&format!("/api/items/{}", item["id"])))
+        .bearer_auth(common::api_token(&b).await)
         .json(&json!({"name": "Lamp", "quantity": 2, "description": "brass"}))
         .send()
         .await

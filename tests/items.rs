@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{add_item, client, get_text, json_of, open_form, post_form, Backend, Shop, TestDb};
+use common::{add_item, client, get_text, json_of, open_form, post_form, Backend, Seller, Shop, TestDb};
 use serde_json::{json, Value};
 
 fn start(backend: Backend) -> (TestDb, Shop) {
@@ -98,12 +98,13 @@ async fn csrf_is_required_and_shared_between_instances(backend: Backend) {
             .status(),
         403
     );
+    // Without the session cookie: nobody signed in may create anything, and is sent to
+    // the login page, which comes back to the form.
     let mut body = vec![("csrf_token", session.token.as_str())];
     body.extend(item);
-    assert_eq!(
-        common::status_of(http.post(shop.url("/")).form(&body)).await,
-        403
-    );
+    let anonymous = http.post(shop.url("/")).form(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/login?next=%2F");
     // Another browser's token does not fit this browser's cookie.
     let other = open_form(&http, &shop.url("/")).await;
     let mixed = common::FormSession {
@@ -265,7 +266,7 @@ async fn keyset_links_walk_the_whole_list(backend: Backend) {
 
 async fn pagination_and_search(backend: Backend) {
     let (_db, shop) = start(backend);
-    let http = client();
+    let http = common::api_client(&shop).await;
     for i in 1..=7 {
         let description = if i % 3 == 0 {
             "has a RED stripe"
@@ -348,10 +349,12 @@ async fn pagination_and_search(backend: Backend) {
 async fn edit_and_delete_pages(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
-    add_item(&shop, "Old name", "1", "Old text").await;
+    let seller = Seller::sign_up(&shop.url, "ann").await;
+    let fields = [("name", "Old name"), ("quantity", "1"), ("description", "Old text")];
+    assert_eq!(seller.post(&shop.url("/"), &shop.url("/"), &fields).await.status(), 303);
 
-    let session = open_form(&http, &shop.url("/items/1/edit")).await;
-    let (_, html) = get_text(&shop.url("/items/1/edit")).await;
+    let session = seller.open_form(&shop.url("/items/1/edit")).await;
+    let html = seller.get(&shop.url("/items/1/edit")).await.text().await.unwrap();
     assert!(
         html.contains("value=\"Old name\"") && html.contains(">Old text</textarea>"),
         "edit form filled in"
@@ -393,6 +396,8 @@ async fn edit_and_delete_pages(backend: Backend) {
         "and changes nothing"
     );
 
+    // A cross-site form: without the session it is sent to log in; with the browser's
+    // cookies but no token of this page, it is refused.
     assert_eq!(
         post_form(
             &http,
@@ -402,6 +407,14 @@ async fn edit_and_delete_pages(backend: Backend) {
         )
         .await
         .status(),
+        303
+    );
+    let mut forged = FormSessionless::none();
+    forged.cookie = session.cookie.clone();
+    assert_eq!(
+        post_form(&http, &shop.url("/items/1/delete"), &forged, &[])
+            .await
+            .status(),
         403
     );
     let response = post_form(&http, &shop.url("/items/1/delete"), &session, &[]).await;
@@ -430,7 +443,7 @@ impl FormSessionless {
 
 async fn json_api(backend: Backend) {
     let (_db, shop) = start(backend);
-    let http = client();
+    let http = common::api_client(&shop).await;
     let response = http
         .post(shop.url("/api/items"))
         .json(&json!({"name": "Kettle", "quantity": 2, "description": "Blue"}))
@@ -532,7 +545,7 @@ async fn json_api(backend: Backend) {
 
 async fn errors_are_pages_with_a_request_id(backend: Backend) {
     let (_db, shop) = start(backend);
-    let http = client();
+    let http = common::api_client(&shop).await;
     for path in [
         "/no/such/page",
         "/items/999",
@@ -656,7 +669,7 @@ async fn the_form_cookie_is_secure_when_the_proxy_says_https() {
 
 async fn a_repeated_post_creates_one_item(backend: Backend) {
     let (_db, shop) = start(backend);
-    let http = client();
+    let http = common::api_client(&shop).await;
     let session = open_form(&http, &shop.url("/")).await;
     let (cookie, token, key) = (session.cookie, session.token, session.idempotency_key);
     assert_eq!(key.len(), 32, "every new-item form carries a key");

@@ -382,7 +382,7 @@ async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
     let mut shop = Shop::start(&db.url, &[("SHOP_SERVER__SHUTDOWN_TIMEOUT_SECS", "1")]);
     let mut stream = TcpStream::connect(("127.0.0.1", shop.port)).unwrap();
     // Headers promising a body that never comes.
-    write!(stream, "POST / HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=").unwrap();
+    write!(stream, "POST /login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = std::time::Instant::now();
     shop.terminate();

@@ -215,7 +215,15 @@ mod tests {
         assert_eq!(check_password(ok, "alice", 8), Ok(()));
         assert_eq!(check_password("short", "alice", 8), Err("too_short"));
         assert_eq!(check_password(&"x".repeat(257), "alice", 8), Err("too_long"));
-        assert_eq!(check_password(&"y7".repeat(128), "alice", 8), Ok(()), "256 are allowed");
+        let mut seed = 7u32;
+        let long: String = (0..256)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'a' + ((seed >> 16) % 26) as u8)
+            })
+            .collect();
+        assert_eq!(check_password(&long, "alice", 8), Ok(()), "256 are allowed");
+        assert_eq!(check_password(&"y7".repeat(20), "alice", 8), Err("common"), "a repeat");
         assert_eq!(check_password("Alice-was-here-1", "alice", 8), Err("has_username"));
         for common in ["password", "password1", "12345678", "qwertyuiop", "iloveyou"] {
             assert_eq!(check_password(common, "alice", 8), Err("common"), "{common}");

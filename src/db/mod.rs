@@ -26,7 +26,7 @@ pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
 use queries::{run, Filter, Start};
-pub use snapshot::BackupRow;
+pub use snapshot::{Accounts, BackupRow, BackupToken, BackupUser, Record};
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
 

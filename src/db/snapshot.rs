@@ -1,5 +1,6 @@
-//! Every item at once, for backups: read in one consistent snapshot while the instances
-//! keep writing, and put back in one transaction (all the rows, or none).
+//! Every item at once, for backups, with the accounts that own them (users and their API
+//! tokens' hashes; not sessions, which a restore ends): read in one consistent snapshot
+//! while the instances keep writing, and put back in one transaction (all, or none).
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -21,9 +22,60 @@ pub struct BackupRow {
     #[sqlx(default)]
     pub updated_at: Option<DateTime<Utc>>,
     pub idempotency_key: Option<String>,
+    /// Absent before schema 6 (accounts): such items have no seller.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub owner_id: Option<i64>,
 }
 
-/// How many rows one INSERT statement of a restore carries (7 parameters each, within
+/// A user with every column (the password's hash, never the password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct BackupUser {
+    pub id: i64,
+    pub username: String,
+    pub username_key: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API token's hash and what it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct BackupToken {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// One record of a backup, in the order they are written: users, tokens, items.
+#[derive(Debug, Clone)]
+pub enum Record {
+    User(BackupUser),
+    Token(BackupToken),
+    Item(BackupRow),
+}
+
+/// The accounts a backup carries (none in one made before schema 6).
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    pub users: Vec<BackupUser>,
+    pub tokens: Vec<BackupToken>,
+}
+
+const EXPORT_USERS: &str = "SELECT id, username, username_key, password_hash, is_admin, disabled, created_at FROM users ORDER BY id";
+const EXPORT_TOKENS: &str =
+    "SELECT id, user_id, name, token_hash, created_at, last_used_at FROM api_tokens ORDER BY id";
+
+const FOLLOW_USER_IDS: &str = "SELECT setval(pg_get_serial_sequence('users', 'id'), \
+     COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM users";
+const FOLLOW_TOKEN_IDS: &str = "SELECT setval(pg_get_serial_sequence('api_tokens', 'id'), \
+     COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM api_tokens";
+
+/// How many rows one INSERT statement of a restore carries (8 parameters each, within
 /// both databases' limits).
 const ROWS_PER_INSERT: usize = 1000;
 
@@ -38,11 +90,13 @@ macro_rules! on_pool {
 }
 
 impl Store {
-    /// Hand every item to `each`, in id order, as one consistent snapshot: rows written
-    /// meanwhile by the instances are either all in it or not at all. Gives how many.
+    /// Hand every record to `each` — with `accounts` (schema 6 on) the users and the API
+    /// tokens first, then the items in id order — as one consistent snapshot: rows written
+    /// meanwhile by the instances are either all in it or not at all. Gives how many items.
     pub async fn export<E: From<StoreError>>(
         &self,
-        mut each: impl FnMut(BackupRow) -> Result<(), E>,
+        accounts: bool,
+        mut each: impl FnMut(Record) -> Result<(), E>,
     ) -> Result<u64, E> {
         let backend = self.backend();
         let mut rows = 0u64;
@@ -54,10 +108,26 @@ impl Store {
                     .await
                     .map_err(|e| self.failed(e))?;
             }
+            if accounts {
+                let users = sqlx::query_as::<_, BackupUser>(EXPORT_USERS)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                for user in users {
+                    each(Record::User(user))?;
+                }
+                let tokens = sqlx::query_as::<_, BackupToken>(EXPORT_TOKENS)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                for token in tokens {
+                    each(Record::Token(token))?;
+                }
+            }
             let mut stream = sqlx::query_as::<_, BackupRow>(queries::EXPORT.for_backend(backend))
                 .fetch(&mut *tx);
             while let Some(row) = stream.try_next().await.map_err(|e| self.failed(e))? {
-                each(row)?;
+                each(Record::Item(row))?;
                 rows += 1;
             }
         });
@@ -70,8 +140,10 @@ impl Store {
         Ok(count)
     }
 
-    /// Replace every item with `rows`, in one transaction: on any error nothing changed.
-    pub async fn replace_all(&self, rows: &[BackupRow]) -> StoreResult<()> {
+    /// Replace every item with `rows`, and, when the backup has them, every user and API
+    /// token with its `accounts` (which ends every session), in one transaction: on any
+    /// error nothing changed. A backup from before accounts keeps the users there are.
+    pub async fn replace_all(&self, rows: &[BackupRow], accounts: Option<&Accounts>) -> StoreResult<()> {
         let backend = self.backend();
         on_pool!(&self.pool, |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
@@ -79,9 +151,50 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.failed(e))?;
+            if let Some(accounts) = accounts {
+                for statement in ["DELETE FROM api_tokens", "DELETE FROM sessions", "DELETE FROM users"] {
+                    sqlx::query(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                }
+                for user in &accounts.users {
+                    sqlx::query("INSERT INTO users (id, username, username_key, password_hash, is_admin, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(user.id)
+                        .bind(&user.username)
+                        .bind(&user.username_key)
+                        .bind(&user.password_hash)
+                        .bind(user.is_admin)
+                        .bind(user.disabled)
+                        .bind(user.created_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                }
+                for token in &accounts.tokens {
+                    sqlx::query("INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(token.id)
+                        .bind(token.user_id)
+                        .bind(&token.name)
+                        .bind(&token.token_hash)
+                        .bind(token.created_at)
+                        .bind(token.last_used_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                }
+                if backend == Backend::Postgres {
+                    for statement in [FOLLOW_USER_IDS, FOLLOW_TOKEN_IDS] {
+                        sqlx::query(statement)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                    }
+                }
+            }
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO items (id, name, quantity, description, date_added, updated_at, idempotency_key) ",
+                    "INSERT INTO items (id, name, quantity, description, date_added, updated_at, idempotency_key, owner_id) ",
                 );
                 insert.push_values(chunk, |mut values, row| {
                     values
@@ -91,7 +204,8 @@ impl Store {
                         .push_bind(&row.description)
                         .push_bind(row.date_added)
                         .push_bind(row.updated_at)
-                        .push_bind(&row.idempotency_key);
+                        .push_bind(&row.idempotency_key)
+                        .push_bind(row.owner_id);
                 });
                 insert
                     .build()

@@ -316,9 +316,9 @@ pub async fn show_item(
 /// `GET /items/{id}/edit`: the form, filled in with the item (for who may change it).
 pub async fn edit_item_form(
     State(state): State<AppState>,
+    ExistingItem(item): ExistingItem,
     editor: SignedIn,
     Extension(frame): Extension<Frame>,
-    ExistingItem(item): ExistingItem,
 ) -> Result<Html<String>, AppError> {
     allowed_to_change(&editor.user, &item)?;
     let input = ItemInput {

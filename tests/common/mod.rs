@@ -147,28 +147,195 @@ pub struct FormSession {
 }
 
 /// GET a form page as a browser would: keep the CSRF cookie and read the form's token.
+/// A page that sends an anonymous visitor to the login page (the add-an-item form) is
+/// opened as a person would: they make an account (a fresh seller), and come back signed in.
 pub async fn open_form(client: &reqwest::Client, url: &str) -> FormSession {
     let response = client.get(url).send().await.unwrap();
+    let to_login = response.status() == 303
+        && response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/login");
+    if to_login {
+        let base = base_of(url);
+        let seller = Seller::sign_up(&base, &fresh_username()).await;
+        return seller.open_form(url).await;
+    }
+    anonymous_form(response, url).await
+}
+
+/// The form of a page an anonymous visitor may open (sign-up, login).
+async fn open_anonymous_form(client: &reqwest::Client, url: &str) -> FormSession {
+    anonymous_form(client.get(url).send().await.unwrap(), url).await
+}
+
+async fn anonymous_form(response: reqwest::Response, url: &str) -> FormSession {
     assert_eq!(response.status(), 200, "GET {url}");
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("shop_csrf="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .expect("a shop_csrf cookie");
+    let cookie = set_cookie(&response, "shop_csrf").expect("a shop_csrf cookie");
     let html = response.text().await.unwrap();
+    form_session(cookie, &html)
+}
+
+fn form_session(cookie: String, html: &str) -> FormSession {
     let idempotency_key = if html.contains("name=\"idempotency_key\"") {
-        hidden_field(&html, "idempotency_key")
+        hidden_field(html, "idempotency_key")
     } else {
         String::new()
     };
     FormSession {
         cookie,
-        token: hidden_field(&html, "csrf_token"),
+        token: hidden_field(html, "csrf_token"),
         idempotency_key,
     }
+}
+
+/// `http://127.0.0.1:PORT` of a URL.
+pub fn base_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split('/').next().unwrap();
+    format!("{}://{host}", url.split_once("://").map_or("http", |(s, _)| s))
+}
+
+/// `NAME=VALUE` of the cookie `name` a response sets.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// A username no other test has used.
+pub fn fresh_username() -> String {
+    use rand::Rng;
+    format!("seller{:08x}", rand::thread_rng().gen::<u32>())
+}
+
+/// The password every test account gets (it passes the password rules).
+pub const PASSWORD: &str = "violet pelican under a lamp";
+
+/// A signed-in browser: its cookies (the CSRF one and the session).
+#[derive(Debug, Clone)]
+pub struct Seller {
+    pub name: String,
+    pub cookie: String,
+}
+
+impl Seller {
+    /// Sign up on the shop at `base` through the form, as a person does.
+    pub async fn sign_up(base: &str, name: &str) -> Seller {
+        Seller::try_sign_up(base, name, PASSWORD)
+            .await
+            .unwrap_or_else(|(status, html)| panic!("sign-up of {name}: {status}\n{html}"))
+    }
+
+    /// Sign up; the refusal's status and page when it is refused.
+    pub async fn try_sign_up(base: &str, name: &str, password: &str) -> Result<Seller, (u16, String)> {
+        Seller::submit_credentials(base, "/signup", name, password).await
+    }
+
+    /// Log in through the form: a new session.
+    pub async fn log_in(base: &str, name: &str, password: &str) -> Result<Seller, (u16, String)> {
+        Seller::submit_credentials(base, "/login", name, password).await
+    }
+
+    async fn submit_credentials(
+        base: &str,
+        path: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<Seller, (u16, String)> {
+        let http = client();
+        let form = open_anonymous_form(&http, &format!("{base}{path}")).await;
+        let response = post_form(
+            &http,
+            &format!("{base}{path}"),
+            &form,
+            &[("username", name), ("password", password)],
+        )
+        .await;
+        if response.status() != 303 {
+            let status = response.status().as_u16();
+            return Err((status, response.text().await.unwrap()));
+        }
+        let session = set_cookie(&response, "shop_session").expect("a session cookie");
+        Ok(Seller {
+            name: name.to_owned(),
+            cookie: format!("{}; {session}", form.cookie),
+        })
+    }
+
+    /// GET a page with this browser's cookies.
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        client()
+            .get(url)
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Open a form page signed in.
+    pub async fn open_form(&self, url: &str) -> FormSession {
+        let response = self.get(url).await;
+        assert_eq!(response.status(), 200, "GET {url} as {}", self.name);
+        let html = response.text().await.unwrap();
+        form_session(self.cookie.clone(), &html)
+    }
+
+    /// POST a form of the page at `page` (opened first, for its token) to `url`.
+    pub async fn post(&self, page: &str, url: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let form = self.open_form(page).await;
+        post_form(&client(), url, &form, fields).await
+    }
+
+    /// Make an API token on the account page; the token (shown once).
+    pub async fn api_token(&self, base: &str) -> String {
+        let account = format!("{base}/account");
+        let response = self
+            .post(&account, &format!("{base}/account/tokens"), &[("name", "tests")])
+            .await;
+        assert_eq!(response.status(), 200, "token created");
+        let html = response.text().await.unwrap();
+        let start = html.find("<code id=\"new-token\">").expect("the new token shown") + 21;
+        html[start..].split('<').next().unwrap().to_owned()
+    }
+}
+
+/// A client (redirects not followed) that sends an API token of one seller of this
+/// shop's database with every request: what a script that writes through the API uses.
+pub async fn api_client(shop: &Shop) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {}", api_token(shop).await);
+    headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// An API token of one seller of this shop's database (made once per database, then
+/// reused by every instance of it).
+pub async fn api_token(shop: &Shop) -> String {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TOKENS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let key = shop.database_url.clone();
+    if let Some(token) = TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).get(&key) {
+        return token.clone();
+    }
+    let seller = Seller::sign_up(&shop.url, &fresh_username()).await;
+    let token = seller.api_token(&shop.url).await;
+    TOKENS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(key, token.clone());
+    token
 }
 
 /// The value of a hidden input in an HTML page.
@@ -258,10 +425,12 @@ pub fn said(out: &std::process::Output) -> String {
     )
 }
 
-/// Create an item through the JSON API (201 expected); the item as the API gives it.
+/// Create an item through the JSON API (201 expected) as a seller of this shop; the item
+/// as the API gives it.
 pub async fn create_item(shop: &Shop, item: &serde_json::Value) -> serde_json::Value {
     let response = client()
         .post(shop.url("/api/items"))
+        .bearer_auth(api_token(shop).await)
         .json(item)
         .send()
         .await

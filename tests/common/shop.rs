@@ -30,6 +30,8 @@ pub struct Shop {
     child: Child,
     pub url: String,
     pub port: u16,
+    /// The database it serves (instances of one database share its accounts).
+    pub database_url: String,
     logs: Arc<Mutex<String>>,
     notify: NotifySocket,
     _dir: tempfile::TempDir,
@@ -102,6 +104,7 @@ impl Shop {
                 child,
                 port: address.rsplit(':').next().unwrap().parse().unwrap(),
                 url: format!("http://{address}"),
+                database_url: database_url.to_owned(),
                 logs,
                 notify,
                 _dir: dir,
