@@ -18,10 +18,17 @@ pub async fn add_user(settings: &Settings, name: &str, admin: bool) -> anyhow::R
     let hash = checked_hash(settings, &secret, name.as_str())?;
     let store = crate::app::reach_store(settings).await?;
     let Some(user) = store.create_user(&name, &hash, admin).await? else {
-        bail!("a user named {} exists already (names are compared without case)", name.as_str());
+        bail!(
+            "a user named {} exists already (names are compared without case)",
+            name.as_str()
+        );
     };
     tracing::info!(event = "admin_user_added", user = %user.username, admin, by = "cli", "user {} added from the command line{}", user.username, if admin { " as an admin" } else { "" });
-    println!("added {}{}", user.username, if admin { " (admin)" } else { "" });
+    println!(
+        "added {}{}",
+        user.username,
+        if admin { " (admin)" } else { "" }
+    );
     store.close().await;
     Ok(())
 }
@@ -30,7 +37,10 @@ pub async fn add_user(settings: &Settings, name: &str, admin: bool) -> anyhow::R
 pub async fn list_users(settings: &Settings) -> anyhow::Result<()> {
     let store = crate::app::reach_store(settings).await?;
     let users = store.list_users().await?;
-    println!("{:<32} {:<8} {:<9} created", "username", "admin", "disabled");
+    println!(
+        "{:<32} {:<8} {:<9} created",
+        "username", "admin", "disabled"
+    );
     for record in &users {
         let user = &record.user;
         println!(
@@ -50,7 +60,9 @@ pub async fn list_users(settings: &Settings) -> anyhow::Result<()> {
 pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
     let store = crate::app::reach_store(settings).await?;
     let user = existing(&store, name).await?;
-    store.set_disabled(&user.username.to_ascii_lowercase(), disabled).await?;
+    store
+        .set_disabled(&user.username.to_ascii_lowercase(), disabled)
+        .await?;
     if disabled {
         store.delete_other_sessions(user.id, "").await?;
     }
@@ -70,7 +82,10 @@ pub async fn set_password(settings: &Settings, name: &str) -> anyhow::Result<()>
     store.set_password_hash(user.id, &hash).await?;
     let ended = store.delete_other_sessions(user.id, "").await?;
     tracing::info!(event = "admin_password_set", user = %user.username, sessions_ended = ended, by = "cli", "password of {} set from the command line", user.username);
-    println!("password of {} changed; {ended} session(s) ended", user.username);
+    println!(
+        "password of {} changed; {ended} session(s) ended",
+        user.username
+    );
     store.close().await;
     Ok(())
 }
@@ -110,7 +125,11 @@ pub async fn revoke_token(settings: &Settings, name: &str, id: i64) -> anyhow::R
     let store = crate::app::reach_store(settings).await?;
     let user = existing(&store, name).await?;
     if !store.revoke_token(user.id, id).await? {
-        bail!("{} has no token {id} (`shop token list {}`)", user.username, user.username);
+        bail!(
+            "{} has no token {id} (`shop token list {}`)",
+            user.username,
+            user.username
+        );
     }
     tracing::info!(event = "token_revoked", user = %user.username, token_id = id, by = "cli", "API token {id} of {} revoked from the command line", user.username);
     println!("token {id} of {} revoked", user.username);
@@ -129,7 +148,8 @@ async fn existing(store: &Store, name: &str) -> anyhow::Result<User> {
 /// The password rules, then the hash (`accounts.min_password_chars` applies here too).
 fn checked_hash(settings: &Settings, secret: &str, username: &str) -> anyhow::Result<String> {
     let min = settings.accounts.min_password_chars;
-    check_password(secret, username, min).map_err(|code| anyhow::anyhow!(password_problem(code, min)))?;
+    check_password(secret, username, min)
+        .map_err(|code| anyhow::anyhow!(password_problem(code, min)))?;
     Ok(password::hash(secret))
 }
 

@@ -168,11 +168,14 @@ async fn expire_sessions(store: Store, accounts: crate::config::AccountSettings)
     loop {
         ticks.tick().await;
         let now = chrono::Utc::now();
-        let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let ago =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let sessions = store
             .delete_expired_sessions(ago(accounts.session_idle()), ago(accounts.session_max()))
             .await;
-        let failures = store.delete_old_login_failures(ago(accounts.login_window())).await;
+        let failures = store
+            .delete_old_login_failures(ago(accounts.login_window()))
+            .await;
         match (sessions, failures) {
             (Ok(0), Ok(_)) => {}
             (Ok(n), Ok(_)) => tracing::info!(sessions = n, "deleted {n} expired session(s)"),

@@ -124,21 +124,24 @@ pub async fn backup(
     out.write_all(b"\n")?;
     let (mut users, mut tokens) = (0, 0);
     let rows = store
-        .export(state.schema() >= ACCOUNTS_SCHEMA, |record| -> anyhow::Result<()> {
-            match record {
-                Record::User(user) => {
-                    users += 1;
-                    serde_json::to_writer(&mut out, &AccountLine::User(user))?
+        .export(
+            state.schema() >= ACCOUNTS_SCHEMA,
+            |record| -> anyhow::Result<()> {
+                match record {
+                    Record::User(user) => {
+                        users += 1;
+                        serde_json::to_writer(&mut out, &AccountLine::User(user))?
+                    }
+                    Record::Token(token) => {
+                        tokens += 1;
+                        serde_json::to_writer(&mut out, &AccountLine::Token(token))?
+                    }
+                    Record::Item(row) => serde_json::to_writer(&mut out, &row)?,
                 }
-                Record::Token(token) => {
-                    tokens += 1;
-                    serde_json::to_writer(&mut out, &AccountLine::Token(token))?
-                }
-                Record::Item(row) => serde_json::to_writer(&mut out, &row)?,
-            }
-            out.write_all(b"\n")?;
-            Ok(())
-        })
+                out.write_all(b"\n")?;
+                Ok(())
+            },
+        )
         .await?;
     serde_json::to_writer(
         &mut out,
@@ -272,7 +275,10 @@ fn read_backup(path: &Path) -> anyhow::Result<Backup> {
             match serde_json::from_str::<AccountLine>(&line) {
                 Ok(AccountLine::User(user)) => accounts.users.push(user),
                 Ok(AccountLine::Token(token)) => accounts.tokens.push(token),
-                Err(_) => bail!("{shown} is damaged: line {} is not a user or token", number + 2),
+                Err(_) => bail!(
+                    "{shown} is damaged: line {} is not a user or token",
+                    number + 2
+                ),
             }
             continue;
         }

@@ -270,9 +270,15 @@ impl Settings {
             );
         }
         for (key, value) in [
-            ("accounts.session_idle_secs", self.accounts.session_idle_secs),
+            (
+                "accounts.session_idle_secs",
+                self.accounts.session_idle_secs,
+            ),
             ("accounts.session_max_secs", self.accounts.session_max_secs),
-            ("accounts.login_window_secs", self.accounts.login_window_secs),
+            (
+                "accounts.login_window_secs",
+                self.accounts.login_window_secs,
+            ),
         ] {
             if value < 60 {
                 return bad(key, "must be at least 60".into());

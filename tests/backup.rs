@@ -199,9 +199,14 @@ async fn a_backup_under_load_restores_every_acknowledged_item(backend: Backend) 
     }
     let text = std::fs::read_to_string(file).unwrap();
     let item_lines = text.lines().filter(|l| l.starts_with("{\"id\"")).count();
-    assert_eq!(restored.len(), item_lines, "the restore is the whole backup");
+    assert_eq!(
+        restored.len(),
+        item_lines,
+        "the restore is the whole backup"
+    );
     assert!(
-        text.lines().any(|l| l.starts_with("{\"user\"")) && text.lines().any(|l| l.starts_with("{\"token\"")),
+        text.lines().any(|l| l.starts_with("{\"user\""))
+            && text.lines().any(|l| l.starts_with("{\"token\"")),
         "the backup carries the sellers and their tokens' hashes"
     );
 

@@ -328,12 +328,13 @@ fn an_interrupted_index_build_is_redone() {
     let env = [("SHOP_DATABASE__URL", db.url.as_str())];
     assert!(run(dir.path(), &["migrate"], &env).status.success());
     // The migration that builds the index (0005_search_index.sql).
-    let index_migration = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|name| name.ends_with("_search_index.sql"))
-        .and_then(|name| name[..4].parse::<u32>().ok())
-        .expect("the search index's migration");
+    let index_migration =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|name| name.ends_with("_search_index.sql"))
+            .and_then(|name| name[..4].parse::<u32>().ok())
+            .expect("the search index's migration");
     db.sql(&format!(
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'items_search'::regclass; \
          DELETE FROM _sqlx_migrations WHERE version = {index_migration}"

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{add_item, client, get_text, json_of, open_form, post_form, Backend, Seller, Shop, TestDb};
+use common::{
+    add_item, client, get_text, json_of, open_form, post_form, Backend, Seller, Shop, TestDb,
+};
 use serde_json::{json, Value};
 
 fn start(backend: Backend) -> (TestDb, Shop) {
@@ -350,11 +352,26 @@ async fn edit_and_delete_pages(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = client();
     let seller = Seller::sign_up(&shop.url, "ann").await;
-    let fields = [("name", "Old name"), ("quantity", "1"), ("description", "Old text")];
-    assert_eq!(seller.post(&shop.url("/"), &shop.url("/"), &fields).await.status(), 303);
+    let fields = [
+        ("name", "Old name"),
+        ("quantity", "1"),
+        ("description", "Old text"),
+    ];
+    assert_eq!(
+        seller
+            .post(&shop.url("/"), &shop.url("/"), &fields)
+            .await
+            .status(),
+        303
+    );
 
     let session = seller.open_form(&shop.url("/items/1/edit")).await;
-    let html = seller.get(&shop.url("/items/1/edit")).await.text().await.unwrap();
+    let html = seller
+        .get(&shop.url("/items/1/edit"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
         html.contains("value=\"Old name\"") && html.contains(">Old text</textarea>"),
         "edit form filled in"

@@ -214,7 +214,10 @@ mod tests {
         let ok = "violet pelican under a lamp";
         assert_eq!(check_password(ok, "alice", 8), Ok(()));
         assert_eq!(check_password("short", "alice", 8), Err("too_short"));
-        assert_eq!(check_password(&"x".repeat(257), "alice", 8), Err("too_long"));
+        assert_eq!(
+            check_password(&"x".repeat(257), "alice", 8),
+            Err("too_long")
+        );
         let mut seed = 7u32;
         let long: String = (0..256)
             .map(|_| {
@@ -223,12 +226,32 @@ mod tests {
             })
             .collect();
         assert_eq!(check_password(&long, "alice", 8), Ok(()), "256 are allowed");
-        assert_eq!(check_password(&"y7".repeat(20), "alice", 8), Err("common"), "a repeat");
-        assert_eq!(check_password("Alice-was-here-1", "alice", 8), Err("has_username"));
-        for common in ["password", "password1", "12345678", "qwertyuiop", "iloveyou"] {
-            assert_eq!(check_password(common, "alice", 8), Err("common"), "{common}");
+        assert_eq!(
+            check_password(&"y7".repeat(20), "alice", 8),
+            Err("common"),
+            "a repeat"
+        );
+        assert_eq!(
+            check_password("Alice-was-here-1", "alice", 8),
+            Err("has_username")
+        );
+        for common in [
+            "password",
+            "password1",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+        ] {
+            assert_eq!(
+                check_password(common, "alice", 8),
+                Err("common"),
+                "{common}"
+            );
         }
         // No composition rules: lower-case letters and spaces only is fine.
-        assert_eq!(check_password("correct horse battery staple", "bob", 8), Ok(()));
+        assert_eq!(
+            check_password("correct horse battery staple", "bob", 8),
+            Ok(())
+        );
     }
 }

@@ -158,7 +158,10 @@ mod tests {
         let weak_params = Params::new(4096, 1, 1, None).unwrap();
         let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, weak_params);
         let salt = SaltString::generate(&mut rand::thread_rng());
-        let stored = weak.hash_password(b"old password here", &salt).unwrap().to_string();
+        let stored = weak
+            .hash_password(b"old password here", &salt)
+            .unwrap()
+            .to_string();
         let verified = verify("old password here", &stored);
         assert!(verified.matches && verified.needs_rehash);
         assert!(!verify("wrong", &stored).needs_rehash);
@@ -167,24 +170,23 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_hasher_refuses_quickly() {
         let hasher = Hasher::new(1, Duration::from_millis(50));
-        let (started, release) = std::sync::mpsc::channel::<()>();
-        let gate = std::sync::Arc::new(std::sync::Mutex::new(()));
-        let held = gate.lock().unwrap();
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = {
-            let (hasher, gate) = (hasher.clone(), std::sync::Arc::clone(&gate));
+            let hasher = hasher.clone();
             tokio::spawn(async move {
                 hasher
                     .run(move || {
                         started.send(()).unwrap();
-                        drop(gate.lock().unwrap());
+                        released.recv().unwrap();
                     })
                     .await
             })
         };
-        release.recv().unwrap();
+        has_started.recv().unwrap();
         let refused = hasher.run(|| ()).await;
         assert!(refused.is_err(), "the one slot is taken");
-        drop(held);
+        release.send(()).unwrap();
         assert!(busy.await.unwrap().is_ok());
         assert!(hasher.run(|| ()).await.is_ok(), "free again");
     }

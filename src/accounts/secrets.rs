@@ -37,9 +37,7 @@ pub fn is_session_id(value: &str) -> bool {
 
 /// Whether `value` has the shape of an API token.
 pub fn is_api_token(value: &str) -> bool {
-    value
-        .strip_prefix(TOKEN_PREFIX)
-        .is_some_and(is_session_id)
+    value.strip_prefix(TOKEN_PREFIX).is_some_and(is_session_id)
 }
 
 #[cfg(test)]

@@ -7,8 +7,6 @@ use super::queries::{run, Sql};
 use super::{now, Store, StoreResult};
 use crate::accounts::{User, UserRecord, Username};
 
-
-
 const CREATE_USER: Sql = Sql::same(
     "INSERT INTO users (username, username_key, password_hash, is_admin, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username_key) DO NOTHING \
@@ -56,18 +54,21 @@ const LIST_TOKENS: Sql = Sql::same(
 );
 const REVOKE_TOKEN: Sql = Sql::same("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2");
 
-const RECORD_FAILURE: Sql = Sql::same(
-    "INSERT INTO login_failures (username_key, address, at) VALUES ($1, $2, $3)",
-);
-const FAILURES_OF_ACCOUNT: Sql = Sql::same(
-    "SELECT COUNT(*), MIN(at) FROM login_failures WHERE username_key = $1 AND at > $2",
-);
+const RECORD_FAILURE: Sql =
+    Sql::same("INSERT INTO login_failures (username_key, address, at) VALUES ($1, $2, $3)");
+const FAILURES_OF_ACCOUNT: Sql =
+    Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE username_key = $1 AND at > $2");
 const FAILURES_FROM_ADDRESS: Sql =
     Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE address = $1 AND at > $2");
 const CLEAR_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE username_key = $1");
 const DELETE_OLD_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE at < $1");
 
 type UserRow = (i64, String, bool, bool);
+/// A user's columns, then the session's created and last-seen times.
+type SessionRow = (i64, String, bool, bool, DateTime<Utc>, DateTime<Utc>);
+/// A user's columns, then the token's id and last use.
+type TokenUserRow = (i64, String, bool, bool, i64, Option<DateTime<Utc>>);
+type TokenRow = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
 fn user((id, username, is_admin, disabled): UserRow) -> User {
     User {
@@ -164,13 +165,14 @@ impl Store {
     }
 
     pub async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let row: Option<(i64, String, bool, bool, DateTime<Utc>, DateTime<Utc>)> =
-            run!(self, as SESSION_USER, fetch_optional, id_hash)?;
-        Ok(row.map(|(id, name, admin, disabled, created_at, last_seen_at)| SessionRecord {
-            user: user((id, name, admin, disabled)),
-            created_at,
-            last_seen_at,
-        }))
+        let row: Option<SessionRow> = run!(self, as SESSION_USER, fetch_optional, id_hash)?;
+        Ok(row.map(
+            |(id, name, admin, disabled, created_at, last_seen_at)| SessionRecord {
+                user: user((id, name, admin, disabled)),
+                created_at,
+                last_seen_at,
+            },
+        ))
     }
 
     pub async fn touch_session(&self, id_hash: &str) -> StoreResult<()> {
@@ -194,7 +196,13 @@ impl Store {
         idle_before: DateTime<Utc>,
         made_before: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        run!(self, DELETE_EXPIRED_SESSIONS, execute, idle_before, made_before)
+        run!(
+            self,
+            DELETE_EXPIRED_SESSIONS,
+            execute,
+            idle_before,
+            made_before
+        )
     }
 
     pub async fn create_token(
@@ -214,13 +222,14 @@ impl Store {
     }
 
     pub async fn token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let row: Option<(i64, String, bool, bool, i64, Option<DateTime<Utc>>)> =
-            run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
-        Ok(row.map(|(id, name, admin, disabled, token_id, last_used_at)| TokenRecord {
-            user: user((id, name, admin, disabled)),
-            token_id,
-            last_used_at,
-        }))
+        let row: Option<TokenUserRow> = run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
+        Ok(row.map(
+            |(id, name, admin, disabled, token_id, last_used_at)| TokenRecord {
+                user: user((id, name, admin, disabled)),
+                token_id,
+                last_used_at,
+            },
+        ))
     }
 
     pub async fn touch_token(&self, token_id: i64) -> StoreResult<()> {
@@ -229,8 +238,7 @@ impl Store {
     }
 
     pub async fn list_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenInfo>> {
-        let rows: Vec<(i64, String, DateTime<Utc>, Option<DateTime<Utc>>)> =
-            run!(self, as LIST_TOKENS, fetch_all, user_id)?;
+        let rows: Vec<TokenRow> = run!(self, as LIST_TOKENS, fetch_all, user_id)?;
         Ok(rows
             .into_iter()
             .map(|(id, name, created_at, last_used_at)| TokenInfo {
@@ -276,4 +284,3 @@ impl Store {
         run!(self, DELETE_OLD_FAILURES, execute, before)
     }
 }
-

@@ -143,7 +143,11 @@ impl Store {
     /// Replace every item with `rows`, and, when the backup has them, every user and API
     /// token with its `accounts` (which ends every session), in one transaction: on any
     /// error nothing changed. A backup from before accounts keeps the users there are.
-    pub async fn replace_all(&self, rows: &[BackupRow], accounts: Option<&Accounts>) -> StoreResult<()> {
+    pub async fn replace_all(
+        &self,
+        rows: &[BackupRow],
+        accounts: Option<&Accounts>,
+    ) -> StoreResult<()> {
         let backend = self.backend();
         on_pool!(&self.pool, |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
@@ -152,7 +156,11 @@ impl Store {
                 .await
                 .map_err(|e| self.failed(e))?;
             if let Some(accounts) = accounts {
-                for statement in ["DELETE FROM api_tokens", "DELETE FROM sessions", "DELETE FROM users"] {
+                for statement in [
+                    "DELETE FROM api_tokens",
+                    "DELETE FROM sessions",
+                    "DELETE FROM users",
+                ] {
                     sqlx::query(statement)
                         .execute(&mut *tx)
                         .await

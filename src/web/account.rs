@@ -95,7 +95,11 @@ impl Credentials {
         let next_query = serde_urlencoded::to_string([("next", page.next)]).unwrap_or_default();
         let (other_prompt, other_label, other_url) = match self {
             Credentials::Signup => ("Have an account?", "Log in", format!("/login?{next_query}")),
-            Credentials::Login => ("New here?", "Make an account", format!("/signup?{next_query}")),
+            Credentials::Login => (
+                "New here?",
+                "Make an account",
+                format!("/signup?{next_query}"),
+            ),
         };
         let hint = (self == Credentials::Signup).then(|| {
             format!(
@@ -160,7 +164,9 @@ pub async fn signup(
         .ok();
     let secret = form.password.unwrap_or_default();
     let min = state.accounts.min_password_chars;
-    let checked_name = name.as_ref().map_or_else(|| typed.trim().to_owned(), |n| n.as_str().to_owned());
+    let checked_name = name
+        .as_ref()
+        .map_or_else(|| typed.trim().to_owned(), |n| n.as_str().to_owned());
     let hashed = state
         .hasher
         .run(move || check_password(&secret, &checked_name, min).map(|()| password::hash(&secret)))
@@ -169,7 +175,9 @@ pub async fn signup(
         .map_err(|code| errors.insert("password", password_problem(code, min)))
         .ok();
     let created = match (name, hash) {
-        (Some(name), Some(hash)) if errors.is_empty() => state.store.create_user(&name, &hash, false).await?,
+        (Some(name), Some(hash)) if errors.is_empty() => {
+            state.store.create_user(&name, &hash, false).await?
+        }
         _ => None,
     };
     let Some(user) = created else {
@@ -243,7 +251,14 @@ pub async fn login(
             }
             None => {
                 password::verify_nobody(&secret);
-                (None, Verified { matches: false, needs_rehash: false }, None)
+                (
+                    None,
+                    Verified {
+                        matches: false,
+                        needs_rehash: false,
+                    },
+                    None,
+                )
             }
         })
         .await?;
@@ -325,7 +340,10 @@ async fn start_session(
         state.store.delete_session(&old.session).await?;
     }
     let id = secrets::new_session_id();
-    state.store.create_session(&secrets::digest(&id), user.id).await?;
+    state
+        .store
+        .create_session(&secrets::digest(&id), user.id)
+        .await?;
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, Some(&id), origin.https);
     Ok(response)
@@ -446,7 +464,10 @@ pub async fn change_password(
         .hasher
         .run(move || {
             if !password::verify(&current, &stored).matches {
-                return Err(("current_password", "That is not your current password.".to_owned()));
+                return Err((
+                    "current_password",
+                    "That is not your current password.".to_owned(),
+                ));
             }
             check_password(&new, &name, min)
                 .map_err(|code| ("new_password", password_problem(code, min)))?;
@@ -456,7 +477,10 @@ pub async fn change_password(
     match outcome {
         Ok(hash) => {
             state.store.set_password_hash(user.id, &hash).await?;
-            let ended = state.store.delete_other_sessions(user.id, &signed_in.session).await?;
+            let ended = state
+                .store
+                .delete_other_sessions(user.id, &signed_in.session)
+                .await?;
             tracing::info!(event = "password_changed", user = %user.username, sessions_ended = ended, "{} changed their password; {ended} other session(s) ended", user.username);
             Ok(Redirect::to("/account?done=password").into_response())
         }
@@ -512,7 +536,9 @@ pub async fn issue_token(
     by: &str,
 ) -> Result<String, crate::db::StoreError> {
     let token = secrets::new_api_token();
-    let info = store.create_token(user.id, name, &secrets::digest(&token)).await?;
+    let info = store
+        .create_token(user.id, name, &secrets::digest(&token))
+        .await?;
     tracing::info!(event = "token_created", user = %user.username, token_id = info.id, token_name = %info.name, by, "API token {} ({:?}) created for {}", info.id, info.name, user.username);
     Ok(token)
 }

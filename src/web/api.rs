@@ -10,9 +10,9 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::auth::{allowed_to_change, ApiWriter};
 use super::cache::{CacheControl, ETag};
 use super::error::AppError;
-use super::auth::{allowed_to_change, ApiWriter};
 use super::extract::{ExistingItem, Listing};
 use super::AppState;
 use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem};

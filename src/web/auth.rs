@@ -18,8 +18,8 @@ use super::csrf::{self, CsrfCookie};
 use super::error::AppError;
 use super::AppState;
 use crate::accounts::{may_change, secrets, User};
-use crate::items::Item;
 use crate::db::SessionRecord;
+use crate::items::Item;
 
 /// The session cookie over plain HTTP, and over HTTPS (where the `__Host-` prefix makes
 /// the browser insist on `Secure`, `Path=/` and no `Domain`).
@@ -92,8 +92,14 @@ async fn live_session(state: &AppState, id: &str) -> Result<Option<SignedIn>, Ap
         last_seen_at,
     } = record;
     let now = Utc::now();
-    let idle = now.signed_duration_since(last_seen_at).to_std().unwrap_or_default();
-    let age = now.signed_duration_since(created_at).to_std().unwrap_or_default();
+    let idle = now
+        .signed_duration_since(last_seen_at)
+        .to_std()
+        .unwrap_or_default();
+    let age = now
+        .signed_duration_since(created_at)
+        .to_std()
+        .unwrap_or_default();
     if idle > state.accounts.session_idle() || age > state.accounts.session_max() {
         state.store.delete_session(&hash).await?;
         return Ok(None);
@@ -164,7 +170,9 @@ pub fn set_cookie(response: &mut Response, id: Option<&str>, https: bool) {
     let clear = "=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
     match (id, https) {
         (Some(id), true) => {
-            add(format!("{HOST_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Secure"));
+            add(format!(
+                "{HOST_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Secure"
+            ));
             add(format!("{COOKIE}{clear}"));
         }
         (Some(id), false) => add(format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")),
@@ -181,7 +189,11 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Viewer, AppError> {
-        Ok(parts.extensions.get::<Viewer>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<Viewer>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -215,7 +227,10 @@ pub struct ApiWriter(pub User);
 impl FromRequestParts<AppState> for ApiWriter {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ApiWriter, AppError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<ApiWriter, AppError> {
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -223,7 +238,9 @@ impl FromRequestParts<AppState> for ApiWriter {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .filter(|t| secrets::is_api_token(t))
-                .ok_or(AppError::Unauthorized("The Authorization header must be \"Bearer shop_…\" with an API token."))?;
+                .ok_or(AppError::Unauthorized(
+                    "The Authorization header must be \"Bearer shop_…\" with an API token.",
+                ))?;
             return token_user(state, token).await.map(ApiWriter);
         }
         let Some(id) = session_id(&parts.headers) else {
@@ -233,12 +250,21 @@ impl FromRequestParts<AppState> for ApiWriter {
         };
         let signed_in = live_session(state, &id)
             .await?
-            .ok_or(AppError::Unauthorized("Your session has ended; sign in again."))?;
+            .ok_or(AppError::Unauthorized(
+                "Your session has ended; sign in again.",
+            ))?;
         let csrf = CsrfCookie::sent(&parts.headers).ok_or(AppError::Unauthorized(
             "A session cookie needs the form token in X-CSRF-Token.",
         ))?;
-        let token = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-        let valid = token.is_some_and(|t| state.csrf.verify(&csrf.binding(Some(&signed_in.session)), t));
+        let token = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok());
+        let valid = token.is_some_and(|t| {
+            state
+                .csrf
+                .verify(&csrf.binding(Some(&signed_in.session)), t)
+        });
         if !valid {
             return Err(AppError::Unauthorized(
                 "A session cookie needs the form token in X-CSRF-Token.",
@@ -254,9 +280,15 @@ async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
         .token(&secrets::digest(token))
         .await?
         .filter(|r| !r.user.disabled)
-        .ok_or(AppError::Unauthorized("This API token is not valid (revoked, or its user is disabled)."))?;
-    let stale = record.last_used_at.is_none_or(|at| {
-        Utc::now().signed_duration_since(at).to_std().unwrap_or_default() > TOKEN_TOUCH_EVERY
+        .ok_or(AppError::Unauthorized(
+            "This API token is not valid (revoked, or its user is disabled).",
+        ))?;
+    let stale = record.last_used_at.map_or(true, |at| {
+        Utc::now()
+            .signed_duration_since(at)
+            .to_std()
+            .unwrap_or_default()
+            > TOKEN_TOUCH_EVERY
     });
     if stale {
         state.store.touch_token(record.token_id).await?;
@@ -306,7 +338,13 @@ mod tests {
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/items/3/edit")), "/items/3/edit");
         assert_eq!(safe_next(Some("/items?q=a")), "/items?q=a");
-        for elsewhere in ["//evil.example/", "https://evil.example/", "/\\evil", "evil", ""] {
+        for elsewhere in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "evil",
+            "",
+        ] {
             assert_eq!(safe_next(Some(elsewhere)), "/", "{elsewhere}");
         }
         assert_eq!(safe_next(None), "/");
@@ -324,7 +362,10 @@ mod tests {
             assert_eq!(session_id(&headers), Some(id.clone()));
         }
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("shop_session=short"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("shop_session=short"),
+        );
         assert_eq!(session_id(&headers), None);
     }
 

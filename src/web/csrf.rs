@@ -21,7 +21,6 @@ const COOKIE: &str = "shop_csrf";
 #[derive(Clone)]
 pub struct CsrfKey(Vec<u8>);
 
-
 impl CsrfKey {
     pub fn new(secret: &[u8]) -> CsrfKey {
         CsrfKey(secret.to_vec())

@@ -101,12 +101,16 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(why) => {
                 let challenge = HeaderValue::from_static("Bearer realm=\"shop\"");
                 return report(
-                    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]),
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, challenge)],
+                    ),
                     why,
                 );
             }
             AppError::SignInRequired(next) => {
-                let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+                let query =
+                    serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
                 return axum::response::Redirect::to(&format!("/login?{query}")).into_response();
             }
             AppError::TooManyAttempts(seconds) => {
@@ -226,7 +230,11 @@ pub async fn render_errors(
             fields: BTreeMap::new(),
         },
     };
-    let frame = response.extensions().get::<Frame>().cloned().unwrap_or_default();
+    let frame = response
+        .extensions()
+        .get::<Frame>()
+        .cloned()
+        .unwrap_or_default();
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = if wants_json {

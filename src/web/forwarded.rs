@@ -72,14 +72,18 @@ pub struct Origin {
 impl Origin {
     /// The address as the failures table and the journal keep it.
     pub fn address_text(&self) -> String {
-        self.address.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+        self.address
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
     }
 }
 
 impl FromRequestParts<AppState> for Origin {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Origin, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Origin, Self::Rejection> {
         Ok(Origin {
             https: state.proxies.https(&parts.extensions, &parts.headers),
             address: state.proxies.client(&parts.extensions, &parts.headers),

@@ -106,7 +106,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/account/password", post(account::change_password))
         .route("/account/tokens", post(account::create_token))
         .route("/account/tokens/{id}/revoke", post(account::revoke_token))
-        .route("/account/sessions/end-others", post(account::end_other_sessions))
+        .route(
+            "/account/sessions/end-others",
+            post(account::end_other_sessions),
+        )
         // Outermost first: the CSRF cookie, then the session (which ties tokens to it).
         .layer(from_fn_with_state(state.clone(), auth::resolve_session))
         .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));

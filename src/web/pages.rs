@@ -7,8 +7,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{CacheControl, ETag};
 use super::auth::{allowed_to_change, Frame, SignedIn, Viewer};
+use super::cache::{CacheControl, ETag};
 use super::csrf::{CheckedForm, Protected};
 use super::error::AppError;
 use super::extract::{ExistingItem, Listing};

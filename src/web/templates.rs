@@ -40,7 +40,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("list.html", include_str!("templates/list.html")),
     ("item.html", include_str!("templates/item.html")),
     ("error.html", include_str!("templates/error.html")),
-    ("credentials.html", include_str!("templates/credentials.html")),
+    (
+        "credentials.html",
+        include_str!("templates/credentials.html"),
+    ),
     ("account.html", include_str!("templates/account.html")),
 ];
 

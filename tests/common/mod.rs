@@ -79,6 +79,57 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Run SQL on either backend; each row's columns as text, joined by `|`.
+    pub async fn rows(&self, sql: &str) -> Vec<String> {
+        match self.backend {
+            Backend::Postgres => PgCluster::shared()
+                .psql_in(&self.name, sql)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            Backend::Sqlite => {
+                use sqlx::{Connection, Row};
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+                rows.iter()
+                    .map(|row| {
+                        (0..row.columns().len())
+                            .map(|i| {
+                                row.try_get_unchecked::<Option<String>, _>(i)
+                                    .unwrap()
+                                    .unwrap_or_default()
+                            })
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Run `shop ARGS` on this database (with `input` on its standard input).
+    pub fn shop(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = shop_command(dir.path())
+            .args(args)
+            .env("SHOP_DATABASE__URL", &self.url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
 fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -193,7 +244,10 @@ fn form_session(cookie: String, html: &str) -> FormSession {
 pub fn base_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let host = rest.split('/').next().unwrap();
-    format!("{}://{host}", url.split_once("://").map_or("http", |(s, _)| s))
+    format!(
+        "{}://{host}",
+        url.split_once("://").map_or("http", |(s, _)| s)
+    )
 }
 
 /// `NAME=VALUE` of the cookie `name` a response sets.
@@ -232,7 +286,11 @@ impl Seller {
     }
 
     /// Sign up; the refusal's status and page when it is refused.
-    pub async fn try_sign_up(base: &str, name: &str, password: &str) -> Result<Seller, (u16, String)> {
+    pub async fn try_sign_up(
+        base: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<Seller, (u16, String)> {
         Seller::submit_credentials(base, "/signup", name, password).await
     }
 
@@ -295,11 +353,18 @@ impl Seller {
     pub async fn api_token(&self, base: &str) -> String {
         let account = format!("{base}/account");
         let response = self
-            .post(&account, &format!("{base}/account/tokens"), &[("name", "tests")])
+            .post(
+                &account,
+                &format!("{base}/account/tokens"),
+                &[("name", "tests")],
+            )
             .await;
         assert_eq!(response.status(), 200, "token created");
         let html = response.text().await.unwrap();
-        let start = html.find("<code id=\"new-token\">").expect("the new token shown") + 21;
+        let start = html
+            .find("<code id=\"new-token\">")
+            .expect("the new token shown")
+            + 21;
         html[start..].split('<').next().unwrap().to_owned()
     }
 }
@@ -307,8 +372,17 @@ impl Seller {
 /// A client (redirects not followed) that sends an API token of one seller of this
 /// shop's database with every request: what a script that writes through the API uses.
 pub async fn api_client(shop: &Shop) -> reqwest::Client {
+    bearer_client(&api_token(shop).await)
+}
+
+/// A client that sends a new API token of `seller` with every request.
+pub async fn api_client_of(seller: &Seller, base: &str) -> reqwest::Client {
+    bearer_client(&seller.api_token(base).await)
+}
+
+fn bearer_client(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    let value = format!("Bearer {}", api_token(shop).await);
+    let value = format!("Bearer {token}");
     headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -325,7 +399,12 @@ pub async fn api_token(shop: &Shop) -> String {
     use std::sync::Mutex;
     static TOKENS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
     let key = shop.database_url.clone();
-    if let Some(token) = TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).get(&key) {
+    if let Some(token) = TOKENS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .get(&key)
+    {
         return token.clone();
     }
     let seller = Seller::sign_up(&shop.url, &fresh_username()).await;
