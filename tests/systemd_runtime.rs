@@ -23,7 +23,7 @@ async fn serves_on_the_socket_systemd_passes() {
         "the instance is in every log line"
     );
     let http = client();
-    let response = http.get(shop.url("/")).send().await.unwrap();
+    let response = http.get(shop.url("/items")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-shop-instance"], "8001");
     assert_eq!(
