@@ -27,7 +27,7 @@ pub enum Tolerate {
 }
 
 /// Run `workers` browsers against `base` until `stop` is set (or at most `max_duration`),
-/// each cycling through: list page, form page, form POST, list page.
+/// each a seller who signs up first, then cycles through: list page, form page, form POST.
 pub async fn run(
     base: &str,
     workers: usize,
@@ -42,12 +42,13 @@ pub async fn run(
             let (base, report, stop) = (base.to_owned(), Arc::clone(&report), Arc::clone(&stop));
             tokio::spawn(async move {
                 let http = client();
-                let mut cookie = String::new();
+                let seller = super::Seller::sign_up(&base, &super::fresh_username()).await;
+                let cookie = seller.cookie;
                 for round in 0..100_000usize {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) || Instant::now() > deadline {
                         break;
                     }
-                    browse_once(&http, &base, worker, round, &mut cookie, &report, tolerate).await;
+                    browse_once(&http, &base, worker, round, &cookie, &report, tolerate).await;
                 }
             })
         })
@@ -63,7 +64,7 @@ async fn browse_once(
     base: &str,
     worker: usize,
     round: usize,
-    cookie: &mut String,
+    cookie: &str,
     report: &Mutex<LoadReport>,
     tolerate: Tolerate,
 ) {
@@ -97,19 +98,9 @@ async fn browse_once(
     );
 
     let started = Instant::now();
-    let mut request = http.get(format!("{base}/"));
-    if !cookie.is_empty() {
-        request = request.header("cookie", cookie.as_str());
-    }
+    let request = http.get(format!("{base}/")).header("cookie", cookie);
     let form = match request.send().await {
         Ok(response) if response.status() == 200 => {
-            if let Some(set) = response
-                .headers()
-                .get("set-cookie")
-                .and_then(|v| v.to_str().ok())
-            {
-                *cookie = set.split(';').next().unwrap_or_default().to_owned();
-            }
             record("GET /", started, Ok(200), 200);
             response.text().await.ok()
         }
@@ -134,7 +125,7 @@ async fn browse_once(
     let started = Instant::now();
     let posted = http
         .post(format!("{base}/"))
-        .header("cookie", cookie.as_str())
+        .header("cookie", cookie)
         .form(&body)
         .send()
         .await;
