@@ -291,13 +291,20 @@ const OUTAGE: Duration = Duration::from_secs(95);
 /// failed unit, every instance ready within 5 s of the database's return, and every item
 /// acknowledged before the outage still there.
 fn database_outage_under_load(host: &Container, web: &Netns) {
-    let acknowledged = web.sh(
-        r#"n=0; for i in $(seq 1 20); do
-             code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
-               -d "{\"name\":\"before outage $i\",\"quantity\":$i,\"description\":\"kept\"}" https://127.0.0.1/api/items)
+    // A signed-in browser's session writes through the API with its form token.
+    let acknowledged = web.sh(&format!(
+        r#"{}
+           sign_up https://127.0.0.1 {} > /dev/null
+           curl -s -b jar -c jar https://127.0.0.1/items > page.html
+           csrf=$(form_field page.html csrf_token)
+           n=0; for i in $(seq 1 20); do
+             code=$(curl -s -o /dev/null -w '%{{http_code}}' -b jar -H "x-csrf-token: $csrf" -H 'content-type: application/json' \
+               -d "{{\"name\":\"before outage $i\",\"quantity\":$i,\"description\":\"kept\"}}" https://127.0.0.1/api/items)
              [ "$code" = 201 ] && n=$((n+1))
            done; echo $n"#,
-    );
+        common::SIGN_UP_SH,
+        common::fresh_username()
+    ));
     let acknowledged: u32 = acknowledged.trim().parse().unwrap();
     assert_eq!(acknowledged, 20, "items created before the outage");
     let restarts_before = restarts(host);

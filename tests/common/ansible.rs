@@ -183,35 +183,40 @@ pub fn run_playbook_on(
 
 /// What a browser sees of the HTTPS front at `https://NAME/`, from `net` (whose curl
 /// trusts the site's certificate and finds NAME): plain HTTP redirected to HTTPS, HSTS, a
-/// Secure form cookie, a form posted with it, the new item `item` listed. The
-/// instances that answered 30 requests (X-Shop-Instance).
+/// Secure form cookie, a sign-up whose session cookie is `__Host-` and Secure, a form
+/// posted signed in, the new item `item` listed. The instances that answered 30 requests
+/// (X-Shop-Instance).
 pub fn browse_over_https(net: &Netns, name: &str, item: &str) -> Vec<String> {
+    let seller = super::fresh_username();
     let said = net.sh(&format!(
-        r#"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' http://{name}/items
-        curl -s -D headers -c jar https://{name}/ > form.html
+        r#"{sign_up_sh}
+        curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' http://{name}/items
+        curl -s -D headers -c jar https://{name}/signup > /dev/null
         tr -d '\r' < headers | grep -ci '^strict-transport-security: max-age=[1-9]'
         tr -d '\r' < headers | grep -ci '^set-cookie: shop_csrf=.*; Secure$'
-        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        echo "$(sign_up https://{name} {seller}) $(tr -d '\r' < signup-headers | grep -ci '^set-cookie: __Host-shop_session=[0-9a-f]*; Path=/; HttpOnly; SameSite=Lax; Secure$')"
+        curl -s -b jar -c jar https://{name}/ > form.html
         item=$(printf %s '{item}' | sed 's/ /+/g')
-        curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' -b jar --data "csrf_token=$token&idempotency_key=$key&name=$item&quantity=7&description=over+HTTPS" https://{name}/
+        curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=$item&quantity=7&description=over+HTTPS" https://{name}/
         curl -s https://{name}/items | grep -c '{item}'
-        for i in $(seq 1 30); do curl -s -o /dev/null -D - https://{name}/healthz; done | tr -d '\r' | sed -n 's/^x-shop-instance: //Ip' | sort -u"#
+        for i in $(seq 1 30); do curl -s -o /dev/null -D - https://{name}/healthz; done | tr -d '\r' | sed -n 's/^x-shop-instance: //Ip' | sort -u"#,
+        sign_up_sh = super::SIGN_UP_SH,
     ));
     let lines: Vec<&str> = said.lines().collect();
     let expected = [
         format!("301 https://{name}/items"),
         "1".into(),
         "1".into(),
+        "303 1".into(),
         format!("303 https://{name}/items"),
         "1".into(),
     ];
     assert_eq!(
-        lines[..lines.len().min(5)],
+        lines[..lines.len().min(6)],
         expected,
-        "HTTP redirected to HTTPS, HSTS, a Secure cookie, 303 to the list, the item listed"
+        "HTTP redirected to HTTPS, HSTS, a Secure cookie, a sign-up with a __Host- Secure session cookie, 303 to the list, the item listed"
     );
-    lines[5..].iter().map(|l| (*l).to_owned()).collect()
+    lines[6..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// The ports of the instances whose sockets are active or enabled on `host`.

@@ -201,13 +201,15 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     host.sh("systemctl stop shop@8001.service && systemctl start shop@8001 && systemctl is-active shop@8001");
 
     // A form rendered by one instance posts to another (the generated secret is shared).
-    let created = host.net_sh(
-        r#"curl -s -c jar http://127.0.0.1:8001/ > form.html
-        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
-        curl -s -o /dev/null -w '%{http_code}' -b jar --data "csrf_token=$token&idempotency_key=$key&name=Kept+item&quantity=3&description=survives+upgrades" http://127.0.0.1:8002/"#,
-    );
-    assert_eq!(created.trim(), "303", "a form from 8001 posted to 8002");
+    let created = host.net_sh(&format!(
+        r#"{}
+        sign_up http://127.0.0.1:8001 {}; echo
+        curl -s -b jar -c jar http://127.0.0.1:8001/ > form.html
+        curl -s -o /dev/null -w '%{{http_code}}' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=Kept+item&quantity=3&description=survives+upgrades" http://127.0.0.1:8002/"#,
+        super::SIGN_UP_SH,
+        super::fresh_username()
+    ));
+    assert_eq!(created.trim(), "303\n303", "signed up on 8001, a form from 8001 posted to 8002");
 
     // Upgrade while requests flow: zero failures, instances restarted one after another.
     let step = Step::start(platform, "upgrade under load");

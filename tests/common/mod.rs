@@ -270,6 +270,19 @@ pub fn fresh_username() -> String {
 /// The password every test account gets (it passes the password rules).
 pub const PASSWORD: &str = "violet pelican under a lamp";
 
+/// Shell functions for curl scripts run in test hosts: `sign_up BASE NAME` makes an
+/// account through the form, keeping its cookies in the jar `jar` (`curl -b jar -c jar`
+/// then sends them), and prints the answer's status; `form_field FILE NAME` reads a
+/// hidden field of a saved page.
+pub const SIGN_UP_SH: &str = r#"
+form_field() { sed -n "s/.*name=\"$2\" value=\"\([0-9a-f]*\)\".*/\1/p" "$1" | head -n 1; }
+sign_up() {
+    curl -s -b jar -c jar "$1/signup" > signup.html
+    curl -s -o /dev/null -w '%{http_code}' -D signup-headers -b jar -c jar \
+        --data "csrf_token=$(form_field signup.html csrf_token)&username=$2&password=violet+pelican+under+a+lamp" "$1/signup"
+}
+"#;
+
 /// A signed-in browser: its cookies (the CSRF one and the session).
 #[derive(Debug, Clone)]
 pub struct Seller {
