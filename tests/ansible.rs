@@ -177,22 +177,22 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
         monitoring: true,
         ..Layout::DEFAULT
     };
-    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.old, layout);
+    let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.new, layout);
     let (host, home, web) = (&deployed.host, deployed.home.path(), &deployed.web);
     prometheus_scrapes_the_instances(host, web);
-    fetch_backup_brings_a_fresh_backup_home(host, home, &debs.old);
+    fetch_backup_brings_a_fresh_backup_home(host, home, &debs.new);
     assert_eq!(
-        deploy(host, home, &debs.old, &["--check", "--diff"]),
+        deploy(host, home, &debs.new, &["--check", "--diff"]),
         0,
         "--check --diff is clean"
     );
 
     // A newer package while requests flow through nginx.
     let load = web.start_request_loop(&["https://127.0.0.1/items"], 4000, 20);
-    assert!(deploy(host, home, &debs.new, &[]) > 0);
+    assert!(deploy(host, home, &debs.newer, &[]) > 0);
     load.stop().assert_all_ok("the upgrade", 50);
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
-    assert_eq!(version, common::deb::deb_field(&debs.new, "Version"));
+    assert_eq!(version, common::deb::deb_field(&debs.newer, "Version"));
     a_lost_database_is_restored_from_its_backup(host, web);
 
     database_outage_under_load(host, web);

@@ -181,7 +181,7 @@ fn four_hosts_over_tls_upgraded_and_one_app_host_lost_under_load() {
     let debs = Debs::amd64();
     let mut site = Site::boot();
     assert!(
-        site.deploy(&debs.old, &[]) > 0,
+        site.deploy(&debs.new, &[]) > 0,
         "the first run changes things"
     );
 
@@ -189,12 +189,12 @@ fn four_hosts_over_tls_upgraded_and_one_app_host_lost_under_load() {
     postgresql_takes_only_tls_from_the_app_hosts(&site);
     the_firewall_refuses_everyone_else(&site);
     assert_eq!(
-        site.deploy(&debs.old, &[]),
+        site.deploy(&debs.new, &[]),
         0,
         "a second run changes nothing"
     );
 
-    both_app_hosts_upgraded_under_load(&site, &debs.new);
+    both_app_hosts_upgraded_under_load(&site, &debs.newer);
     one_app_host_powered_off_under_load(&mut site);
 }
 

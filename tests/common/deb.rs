@@ -11,24 +11,27 @@ use serde_json::Value;
 use super::container::{Container, Image, Platform};
 use super::wait_until;
 
-/// An older and a newer build of the same package, for upgrade tests.
+/// The packages of the upgrade tests: the previous release (`old`, built from the commit
+/// packaging/previous-release names), this tree (`new`), and this tree packaged again with
+/// a later version (`newer`).
 pub struct Debs {
     pub old: PathBuf,
     pub new: PathBuf,
+    pub newer: PathBuf,
 }
 
 impl Debs {
-    /// The amd64 packages: SHOP_DEB_OLD and SHOP_DEB_NEW.
+    /// The amd64 packages: SHOP_DEB_OLD, SHOP_DEB_NEW and SHOP_DEB_NEWER.
     pub fn amd64() -> Debs {
-        Debs::named("SHOP_DEB_OLD", "SHOP_DEB_NEW")
+        Debs::named("SHOP_DEB_OLD", "SHOP_DEB_NEW", "SHOP_DEB_NEWER")
     }
 
-    /// The arm64 packages: SHOP_DEB_ARM64_OLD and SHOP_DEB_ARM64_NEW.
+    /// The arm64 packages: SHOP_DEB_ARM64_OLD, SHOP_DEB_ARM64_NEW and SHOP_DEB_ARM64_NEWER.
     pub fn arm64() -> Debs {
-        Debs::named("SHOP_DEB_ARM64_OLD", "SHOP_DEB_ARM64_NEW")
+        Debs::named("SHOP_DEB_ARM64_OLD", "SHOP_DEB_ARM64_NEW", "SHOP_DEB_ARM64_NEWER")
     }
 
-    fn named(old: &str, new: &str) -> Debs {
+    fn named(old: &str, new: &str, newer: &str) -> Debs {
         let path = |var: &str| {
             let path = std::env::var(var).unwrap_or_else(|_| {
                 panic!("{var} is not set: tests/run builds the packages (packaging/build-deb)")
@@ -40,6 +43,7 @@ impl Debs {
         Debs {
             old: path(old),
             new: path(new),
+            newer: path(newer),
         }
     }
 }
@@ -200,16 +204,15 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     // systemctl start shop@8001 works.
     host.sh("systemctl stop shop@8001.service && systemctl start shop@8001 && systemctl is-active shop@8001");
 
-    // A form rendered by one instance posts to another (the generated secret is shared).
-    let created = host.net_sh(&format!(
-        r#"{}
-        sign_up http://127.0.0.1:8001 {}; echo
-        curl -s -b jar -c jar http://127.0.0.1:8001/ > form.html
-        curl -s -o /dev/null -w '%{{http_code}}' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=Kept+item&quantity=3&description=survives+upgrades" http://127.0.0.1:8002/"#,
-        super::SIGN_UP_SH,
-        super::fresh_username()
-    ));
-    assert_eq!(created.trim(), "303\n303", "signed up on 8001, a form from 8001 posted to 8002");
+    // The previous release has no accounts: anyone adds an item there. A form rendered by
+    // one instance posts to another (the generated secret is shared).
+    let created = host.net_sh(
+        r#"curl -s -c jar http://127.0.0.1:8001/ > form.html
+        token=$(sed -n 's/.*name="csrf_token" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        key=$(sed -n 's/.*name="idempotency_key" value="\([0-9a-f]*\)".*/\1/p' form.html)
+        curl -s -o /dev/null -w '%{http_code}' -b jar --data "csrf_token=$token&idempotency_key=$key&name=Kept+item&quantity=3&description=survives+upgrades" http://127.0.0.1:8002/"#,
+    );
+    assert_eq!(created.trim(), "303", "a form from 8001 posted to 8002");
 
     // Upgrade while requests flow: zero failures, instances restarted one after another.
     let step = Step::start(platform, "upgrade under load");
@@ -242,12 +245,28 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
         );
     }
     assert_one_at_a_time(&host, &cursor);
-    assert!(
-        host.http_get("http://127.0.0.1:8003/items")
-            .1
-            .contains("Kept item"),
-        "data kept across the upgrade"
+    assert_no_error_printed("the upgrade", &upgrade);
+    for port in PORTS {
+        let (status, body) = host.http_get(&format!("http://127.0.0.1:{port}/items"));
+        assert_eq!(status, 200);
+        assert!(body.contains("Kept item"), "data kept across the upgrade (instance {port})");
+    }
+    // The new release has accounts: sign up on one instance, add an item through another.
+    let created = host.net_sh(&format!(
+        r#"{}
+        sign_up http://127.0.0.1:8001 {}; echo
+        curl -s -b jar -c jar http://127.0.0.1:8001/ > form.html
+        curl -s -o /dev/null -w '%{{http_code}}' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=Sold+item&quantity=3&description=after+the+upgrade" http://127.0.0.1:8002/
+        echo; curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8003/"#,
+        super::SIGN_UP_SH,
+        super::fresh_username()
+    ));
+    assert_eq!(
+        created.trim(),
+        "303\n303\n303",
+        "signed up on 8001, an item added through 8002; 8003 sends anonymous visitors to log in"
     );
+    assert!(host.http_get("http://127.0.0.1:8003/items").1.contains("Sold item"));
     drop(step);
 
     backups_on_the_host(&host, platform, &upgrade);
@@ -290,8 +309,10 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     host.sh("test ! -e /etc/shop && test ! -e /var/lib/shop");
     host.sh("ls /var/backups/shop/shop-*.backup");
 
-    // Reinstall after purge: serves again, from a fresh database.
-    host.sh("cd /root && apt-get install -y -q ./shop-new.deb");
+    // Reinstall after purge: serves again, from a fresh database, and says nothing that
+    // reads as a failure.
+    let fresh = host.sh("cd /root && apt-get install -y -q ./shop-new.deb 2>&1");
+    assert_no_error_printed("a fresh installation", &fresh);
     wait_until("the sockets listen again", Duration::from_secs(60), || {
         ports_listening(&host).len() == 3
     });
@@ -299,6 +320,19 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     assert_eq!(status, 200);
     assert!(!body.contains("Kept item"), "purged data stays gone");
     drop(step);
+}
+
+/// An installation's output has no line that reads as a failure (such as deb-systemd-
+/// helper's "error: unable to read shop@8001.socket" for a template's instance).
+fn assert_no_error_printed(what: &str, output: &str) {
+    let alarming: Vec<&str> = output
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("warning") || l.contains("failed")
+        })
+        .collect();
+    assert!(alarming.is_empty(), "{what} printed {alarming:?}:\n{output}");
 }
 
 /// The backups on a host that has just been upgraded across a migration: the one the
