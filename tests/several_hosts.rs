@@ -22,6 +22,9 @@ use common::network::TestNetwork;
 const SUBNET: &str = "10.77.0";
 /// The name the browser uses for the site.
 const SITE: &str = "shop.test";
+/// The first admin's password, kept in Ansible Vault too.
+const ADMIN_PASSWORD: &str = "vault kept admin phrase";
+
 /// The database password, kept in Ansible Vault: characters a URL must escape included.
 const DB_PASSWORD: &str = "vault kept/p@ss:1";
 
@@ -120,7 +123,8 @@ impl Site {
         }
         inventory.push_str(
             "[all:vars]\nansible_connection=community.docker.nsenter\n\
-             ansible_python_interpreter=/usr/bin/python3\nansible_become_method=su\n",
+             ansible_python_interpreter=/usr/bin/python3\nansible_become_method=su\n\
+             shop_admin_user=boss\n",
         );
         std::fs::write(self.home.path().join("inventory.ini"), inventory).unwrap();
     }
@@ -136,7 +140,11 @@ impl Site {
         let dir = home.join("group_vars/all");
         std::fs::create_dir_all(&dir).unwrap();
         let vault = dir.join("vault.yml");
-        std::fs::write(&vault, format!("shop_db_password: {DB_PASSWORD:?}\n")).unwrap();
+        std::fs::write(
+            &vault,
+            format!("shop_db_password: {DB_PASSWORD:?}\nshop_admin_password: {ADMIN_PASSWORD:?}\n"),
+        )
+        .unwrap();
         let out = ansible("ansible-vault", home)
             .arg("encrypt")
             .arg("--vault-password-file")

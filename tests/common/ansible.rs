@@ -68,8 +68,11 @@ impl Layout {
     };
 }
 
+/// The first admin's password in the test inventories.
+pub const ADMIN_PASSWORD: &str = "an admin made by ansible";
+
 /// Write the inventory `deploy` uses: the container in every group (and in shop_monitor
-/// with `layout.monitoring`), with `layout.instances`.
+/// with `layout.monitoring`), with `layout.instances`, and a first admin.
 pub fn write_inventory(host: &Container, home: &Path, layout: Layout) {
     let monitor = if layout.monitoring {
         "[shop_monitor]\ntesthost\n"
@@ -81,7 +84,8 @@ pub fn write_inventory(host: &Container, home: &Path, layout: Layout) {
         home.join("inventory.ini"),
         format!(
             "[shop_app]\ntesthost ansible_connection=community.docker.nsenter ansible_nsenter_pid={} \
-             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su shop_instances=\"[{}]\"\n\
+             ansible_python_interpreter=/usr/bin/python3 ansible_become_method=su shop_instances=\"[{}]\" \
+             shop_admin_user=boss shop_admin_password=\"{ADMIN_PASSWORD}\"\n\
              [shop_db]\ntesthost\n[shop_web]\ntesthost\n{monitor}",
             host.pid1,
             instances.join(", ")
@@ -282,6 +286,11 @@ pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Depl
         "the instances listed run, and no other (the package's own list included)"
     );
     let rows = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name = 'Deployed by Ansible' AND quantity = 7\"");
+    let users = host.sh("runuser -u shop -- shop user list");
+    assert!(
+        users.lines().any(|l| l.starts_with("boss ") && l.contains(" yes ")),
+        "the playbook made the first admin: {users}"
+    );
     assert_eq!(rows.trim(), "1", "PostgreSQL holds the row");
     assert_eq!(
         host.sh("dpkg-query -W -f '${Architecture}' shop"),
