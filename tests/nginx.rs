@@ -261,13 +261,32 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
     let mut statuses = Vec::new();
     for n in 0..45 {
         let name = format!("flood{n}");
-        let response = post_form(&http, &format!("{}/signup", site.url), &signup, &[("username", &name), ("password", "x")]).await;
+        let response = post_form(
+            &http,
+            &format!("{}/signup", site.url),
+            &signup,
+            &[("username", &name), ("password", "x")],
+        )
+        .await;
         statuses.push(response.status().as_u16());
     }
-    assert_eq!(statuses[0], 422, "shop answers the first ones: {statuses:?}");
-    assert!(statuses.iter().filter(|s| **s == 429).count() >= 10, "nginx limits the rest: {statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 422 || *s == 429), "{statuses:?}");
-    assert_eq!(common::status_of(http.get(format!("{}/login", site.url))).await, 200, "GETs are not limited");
+    assert_eq!(
+        statuses[0], 422,
+        "shop answers the first ones: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 10,
+        "nginx limits the rest: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 422 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        common::status_of(http.get(format!("{}/login", site.url))).await,
+        200,
+        "GETs are not limited"
+    );
     let response = http
         .get(format!("{}/healthz", site.url))
         .header("x-request-id", "ignored-by-nginx")

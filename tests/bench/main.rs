@@ -105,9 +105,14 @@ fn main() {
     let proxy = Nginx::start(&ports);
     let direct = format!("http://127.0.0.1:{}", ports[0]);
     seed_postgres(&cluster, 1, 1_000);
+    // A seller (signed in through nginx) for the pages and writes that need one.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seller = runtime.block_on(common::Seller::sign_up(&proxy.url(""), "bench"));
+    let token = runtime.block_on(seller.api_token(&proxy.url("")));
+    let signed_in = format!("Cookie: {}", seller.cookie);
 
     // The form page's bytes, served by nginx as a plain file: the ceiling of the proxy path.
-    let form_page = http_get_body(&proxy.url("/"));
+    let form_page = http_get_body(&proxy.url("/"), &signed_in);
     let static_dir = tempfile::tempdir().unwrap();
     let static_file = static_dir.path().join("form.html");
     std::fs::write(&static_file, &form_page).unwrap();
@@ -117,7 +122,7 @@ fn main() {
     let proxy_to_static = Nginx::start(&[static_nginx.port]);
 
     let mut rows: Vec<Row> = Vec::new();
-    let form = wrk(&plan, &Load::get(&proxy.url("/")));
+    let form = wrk(&plan, &Load::get(&proxy.url("/")).header(&signed_in));
     let ceiling = wrk(&plan, &Load::get(&static_nginx.url("/static.html")));
     let hop = wrk(&plan, &Load::get(&proxy_to_static.url("/static.html")));
     rows.push(Row::new(
@@ -156,6 +161,13 @@ fn main() {
     }
     let small_list = rows[2].shop.clone();
     let small_page = rows[3].shop.clone();
+    rows.push(Row::new(
+        "list, 50 rows, signed in (one session lookup)",
+        wrk(&plan, &Load::get(&proxy.url("/items")).header(&signed_in)),
+        "the same list, anonymous",
+        small_page.clone(),
+        Target::Ratio(0.9),
+    ));
     let etag = etag_of(&proxy.url(list_1000));
     let repeat = wrk(
         &plan,
@@ -170,16 +182,27 @@ fn main() {
     ));
     let create = wrk(
         &plan,
-        &Load::get(&proxy.url("/")).script(&post_script(&proxy.url("/"))),
+        &Load::get(&proxy.url("/")).script(&post_script(&proxy.url("/"), &seller.cookie)),
     );
     let insert = pgbench(&plan, &cluster, "bench");
     rows.push(Row::new(
-        "create `POST /` (CSRF, idempotency key)",
-        create,
+        "create `POST /`, signed in (session, CSRF, idempotency key)",
+        create.clone(),
         "pgbench, same INSERT",
         insert,
         Target::Rate(6.0 * ANCESTOR_CREATE_PER_SEC),
     ));
+    rows.push(Row::new(
+        "create `POST /api/items` with an API token",
+        wrk(
+            &plan,
+            &Load::get(&proxy.url("/api/items")).script(&api_create_script(&token)),
+        ),
+        "the form's create, signed in",
+        create,
+        Target::Ratio(0.9),
+    ));
+    let logins = login_storm(&plan, &url);
     let backups = backup_and_restore(&url);
 
     // A million items (fewer in smoke mode): the same pages, deep pages and search.
@@ -193,6 +216,7 @@ fn main() {
     let cold: Vec<f64> = (0..plan.cold_starts).map(|_| cold_start_ms(&url)).collect();
 
     let mut report = render(&plan, &rows, &rss, &cold);
+    report += &logins;
     report += &render_big(&plan, &big_rows, &[&big, &sqlite]);
     report += &format!("\n{backups}");
     println!("{report}");
@@ -633,16 +657,62 @@ async fn seed_sqlite(url: &str, first: u32, count: u32) {
     conn.close().await.unwrap();
 }
 
-fn http_get_body(url: &str) -> String {
-    let out = Command::new("curl").args(["-s", url]).output().unwrap();
+fn http_get_body(url: &str, header: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-H", header, url])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A wrk script that POSTs the add-an-item form: one browser's valid CSRF cookie and token,
-/// and a new idempotency key for every request.
-fn post_script(form_url: &str) -> String {
+/// Logins: what one costs (one client), and a storm of 32 clients on one fresh instance
+/// (no nginx, whose limit would refuse most): logins a second, how many were told to
+/// retry (503: every hashing slot busy), and the instance's peak memory (VmHWM).
+fn login_storm(plan: &Plan, database_url: &str) -> String {
+    let shop = Shop::start(database_url, &[]);
+    let script = login_script(&shop.url("/login"));
+    let one = wrk(
+        plan,
+        &Load::get(&shop.url("/login"))
+            .script(&script)
+            .connections(1),
+    );
+    let before = peak_rss_mib(shop.pid());
+    let storm = wrk(
+        plan,
+        &Load::get(&shop.url("/login"))
+            .script(&script)
+            .connections(32),
+    );
+    let retried = storm.errors;
+    let peak = peak_rss_mib(shop.pid());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    format!(
+        "\n### Logins (argon2id, 19 MiB, t=2, p=1; at most {cores} hashes at once per instance)\n\n\
+         | measure | value |\n| --- | ---: |\n\
+         | one client: logins/s · p50 (what a login costs) | {:.1}/s · {:.1} ms |\n\
+         | 32 clients on one instance: logins/s · p50 · p99 | {:.1}/s · {:.1} ms · {:.1} ms |\n\
+         | 32 clients: answers 503 (all slots busy for 2 s) | {retried} |\n\
+         | instance's peak resident memory: before the storm · after | {before:.1} MiB · {peak:.1} MiB |\n",
+        one.rate, one.p50_ms, storm.rate, storm.p50_ms, storm.p99_ms
+    )
+}
+
+/// The process's peak resident memory so far (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// A wrk script that logs the benchmark's seller in: the login form's CSRF cookie and token,
+/// the right password (every request a new session).
+fn login_script(login_url: &str) -> String {
     let out = Command::new("curl")
-        .args(["-s", "-i", form_url])
+        .args(["-s", "-i", login_url])
         .output()
         .unwrap();
     let page = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -651,6 +721,36 @@ fn post_script(form_url: &str) -> String {
         .find_map(|l| l.strip_prefix("set-cookie: "))
         .map(|c| c.split(';').next().unwrap().to_owned())
         .expect("a CSRF cookie");
+    let token = common::hidden_field(&page, "csrf_token");
+    let password = common::PASSWORD.replace(' ', "+");
+    format!(
+        r#"request = function()
+  local body = "csrf_token={token}&username=bench&password={password}"
+  return wrk.format("POST", "/login", {{["Content-Type"] = "application/x-www-form-urlencoded", ["Cookie"] = "{cookie}"}}, body)
+end
+"#
+    )
+}
+
+/// A wrk script that creates items through the API with an API token.
+fn api_create_script(token: &str) -> String {
+    format!(
+        r#"request = function()
+  local body = '{{"name": "api item", "quantity": 1, "description": "created by the benchmark"}}'
+  return wrk.format("POST", "/api/items", {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}, body)
+end
+"#
+    )
+}
+
+/// A wrk script that POSTs the add-an-item form as a signed-in seller (`cookie`: the CSRF
+/// cookie and the session), with the form's token and a new idempotency key every time.
+fn post_script(form_url: &str, cookie: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-H", &format!("Cookie: {cookie}"), form_url])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout).into_owned();
     let token = common::hidden_field(&page, "csrf_token");
     format!(
         r#"local counter = 0

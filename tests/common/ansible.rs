@@ -288,7 +288,9 @@ pub fn deploy_fresh_host(platform: Platform, deb: &Path, layout: Layout) -> Depl
     let rows = host.sh("runuser -u postgres -- psql -d shop -tAc \"SELECT count(*) FROM items WHERE name = 'Deployed by Ansible' AND quantity = 7\"");
     let users = host.sh("runuser -u shop -- shop user list");
     assert!(
-        users.lines().any(|l| l.starts_with("boss ") && l.contains(" yes ")),
+        users
+            .lines()
+            .any(|l| l.starts_with("boss ") && l.contains(" yes ")),
         "the playbook made the first admin: {users}"
     );
     assert_eq!(rows.trim(), "1", "PostgreSQL holds the row");

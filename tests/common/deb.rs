@@ -28,7 +28,11 @@ impl Debs {
 
     /// The arm64 packages: SHOP_DEB_ARM64_OLD, SHOP_DEB_ARM64_NEW and SHOP_DEB_ARM64_NEWER.
     pub fn arm64() -> Debs {
-        Debs::named("SHOP_DEB_ARM64_OLD", "SHOP_DEB_ARM64_NEW", "SHOP_DEB_ARM64_NEWER")
+        Debs::named(
+            "SHOP_DEB_ARM64_OLD",
+            "SHOP_DEB_ARM64_NEW",
+            "SHOP_DEB_ARM64_NEWER",
+        )
     }
 
     fn named(old: &str, new: &str, newer: &str) -> Debs {
@@ -249,7 +253,10 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     for port in PORTS {
         let (status, body) = host.http_get(&format!("http://127.0.0.1:{port}/items"));
         assert_eq!(status, 200);
-        assert!(body.contains("Kept item"), "data kept across the upgrade (instance {port})");
+        assert!(
+            body.contains("Kept item"),
+            "data kept across the upgrade (instance {port})"
+        );
     }
     // The new release has accounts: sign up on one instance, add an item through another.
     let created = host.net_sh(&format!(
@@ -266,7 +273,10 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
         "303\n303\n303",
         "signed up on 8001, an item added through 8002; 8003 sends anonymous visitors to log in"
     );
-    assert!(host.http_get("http://127.0.0.1:8003/items").1.contains("Sold item"));
+    assert!(host
+        .http_get("http://127.0.0.1:8003/items")
+        .1
+        .contains("Sold item"));
     drop(step);
 
     backups_on_the_host(&host, platform, &upgrade);
@@ -332,7 +342,10 @@ fn assert_no_error_printed(what: &str, output: &str) {
             l.contains("error") || l.contains("warning") || l.contains("failed")
         })
         .collect();
-    assert!(alarming.is_empty(), "{what} printed {alarming:?}:\n{output}");
+    assert!(
+        alarming.is_empty(),
+        "{what} printed {alarming:?}:\n{output}"
+    );
 }
 
 /// The backups on a host that has just been upgraded across a migration: the one the
