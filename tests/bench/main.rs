@@ -357,10 +357,10 @@ impl BigTable {
             .unwrap();
         cluster.psql_in(database, "DROP INDEX items_search");
         seed_postgres(cluster, have + 1, plan.big.saturating_sub(have));
-        let newest = common::migration_count();
+        let index = common::search_index_migration();
         cluster.psql_in(
             database,
-            &format!("DELETE FROM _sqlx_migrations WHERE version = {newest}"),
+            &format!("DELETE FROM _sqlx_migrations WHERE version = {index}"),
         );
         let seconds = timed_migrate(url);
         let before_deep = cluster.psql_in(
@@ -406,7 +406,7 @@ impl BigTable {
             backend: "PostgreSQL, through nginx",
             base,
             index_build: format!(
-                "`CREATE INDEX CONCURRENTLY … gin_trgm_ops` (migration {newest}, by `shop migrate`): {seconds:.1} s"
+                "`CREATE INDEX CONCURRENTLY … gin_trgm_ops` (migration {index}, by `shop migrate`): {seconds:.1} s"
             ),
             deep_cursor: format!("{}.{}", fields[0], fields[1]),
             plans,
@@ -429,11 +429,11 @@ impl BigTable {
         let small_page = wrk(plan, &Load::get(&shop.url("/items")));
         let small_list = wrk(plan, &Load::get(&shop.url("/items?per_page=1000")));
         runtime.block_on(seed_sqlite(&url, 1_001, plan.big.saturating_sub(1_000)));
-        let newest = common::migration_count();
+        let index = common::search_index_migration();
         let (before_deep, plans) = runtime.block_on(async {
             use sqlx::Connection;
             let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {newest}");
+            let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {index}");
             sqlx::query(&forget).execute(&mut conn).await.unwrap();
             let deep = format!(
                 "SELECT date_added, id FROM items ORDER BY date_added DESC, id DESC LIMIT 1 OFFSET {}",
@@ -471,7 +471,7 @@ impl BigTable {
             backend: "SQLite, one instance, no nginx",
             base: shop.url(""),
             index_build: format!(
-                "FTS5 trigram `rebuild` (migration {newest}, by `shop migrate`): {seconds:.1} s"
+                "FTS5 trigram `rebuild` (migration {index}, by `shop migrate`): {seconds:.1} s"
             ),
             deep_cursor: before_deep,
             plans,

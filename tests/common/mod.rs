@@ -508,6 +508,17 @@ pub fn migration_count() -> usize {
         .count()
 }
 
+/// The version of the migration that builds the search index (`*_search_index.sql`), which
+/// tests forget and run again to time or redo the build.
+pub fn search_index_migration() -> u32 {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|name| name.ends_with("_search_index.sql"))
+        .and_then(|name| name[..4].parse().ok())
+        .expect("the search index's migration")
+}
+
 /// What a command printed, stdout then stderr.
 pub fn said(out: &std::process::Output) -> String {
     format!(
