@@ -341,6 +341,30 @@ async fn only_the_seller_or_an_admin_changes_an_item(backend: Backend) {
         Seller::log_in(&shop.url, "bob", PASSWORD).await.is_err(),
         "and he cannot log in"
     );
+    // An admin disables a user from the account page; nobody else may.
+    let carl = Seller::sign_up(&shop.url, "carl").await;
+    let refused = ann
+        .post(
+            &shop.url("/account"),
+            &shop.url("/account/users/disable"),
+            &[("username", "carl")],
+        )
+        .await;
+    assert_eq!(refused.status(), 403, "only an admin disables");
+    assert_eq!(carl.get(&shop.url("/")).await.status(), 200);
+    let disabled = boss
+        .post(
+            &shop.url("/account"),
+            &shop.url("/account/users/disable"),
+            &[("username", "Carl")],
+        )
+        .await;
+    assert_eq!(disabled.status(), 303);
+    assert_eq!(
+        carl.get(&shop.url("/")).await.status(),
+        303,
+        "carl's session ended at once"
+    );
     let listed = said(&db.shop(&["user", "list"], ""));
     assert!(
         listed

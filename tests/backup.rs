@@ -316,7 +316,86 @@ async fn backups_are_pruned_to_the_newest_kept(backend: Backend) {
     assert_eq!(backups(dir.path()), made[2..], "the two newest are kept");
 }
 
+/// A backup as the release before accounts wrote it (schema 5: no users, no token, no
+/// item's seller), made from one of this release by taking those out.
+fn as_before_accounts(backup: &str) -> String {
+    let mut lines = Vec::new();
+    for line in backup.lines() {
+        let mut value: Value = serde_json::from_str(line).unwrap();
+        if value.get("user").is_some() || value.get("token").is_some() {
+            continue;
+        }
+        let object = value.as_object_mut().unwrap();
+        object.remove("owner_id");
+        if let Some(schema) = object.get_mut("schema") {
+            *schema = json!(5);
+        }
+        if let Some(end) = object.get_mut("end") {
+            *end = json!({"items": end["items"]});
+        }
+        lines.push(value.to_string());
+    }
+    lines.join("\n") + "\n"
+}
+
+/// A backup made before accounts restores: its items come back without a seller (only an
+/// admin may change them), and the users the database has are kept.
+async fn a_backup_from_before_accounts_restores(backend: Backend) {
+    let db = TestDb::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let shop_process = Shop::start(&db.url, &[]);
+    for n in 0..3 {
+        let item = json!({"name": format!("old {n}"), "quantity": n, "description": "from before accounts"});
+        common::create_item(&shop_process, &item).await;
+    }
+    let out = shop(dir.path(), &db, &["backup"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let old = dir.path().join("before-accounts.backup");
+    std::fs::write(
+        &old,
+        as_before_accounts(&std::fs::read_to_string(backups(dir.path()).pop().unwrap()).unwrap()),
+    )
+    .unwrap();
+    let seller = common::Seller::sign_up(&shop_process.url, "keeper").await;
+
+    let out = shop(
+        dir.path(),
+        &db,
+        &["restore", "--force", old.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("the users there were kept"),
+        "{}",
+        said(&out)
+    );
+    let items = all_items(&shop_process).await;
+    assert_eq!(items.len(), 3);
+    assert!(
+        items.iter().all(|item| item["seller"].is_null()),
+        "{items:?}"
+    );
+    assert_eq!(
+        seller.get(&shop_process.url("/account")).await.status(),
+        200,
+        "the users and their sessions are kept"
+    );
+    let id = items[0]["id"].as_i64().unwrap();
+    let refused = client()
+        .delete(shop_process.url(&format!("/api/items/{id}")))
+        .bearer_auth(common::api_token(&shop_process).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "an item without a seller is an admin's to change"
+    );
+}
+
 both_backends!(
+    a_backup_from_before_accounts_restores,
     a_backup_under_load_restores_every_acknowledged_item,
     a_restore_refuses_what_it_cannot_trust_and_changes_nothing,
     backups_are_pruned_to_the_newest_kept,

@@ -25,6 +25,65 @@ fn install_shop(host: &Container) {
     host.sh("useradd --system --user-group --home-dir /var/lib/shop --shell /usr/sbin/nologin shop && systemctl daemon-reload");
 }
 
+/// A sign-up, a failed login and an API token, as a person makes them: the journal has each
+/// event with its fields (who, from where), and no password, session id or token at all.
+fn accounts_in_the_journal(host: &Container) {
+    let said = host.net_sh(&format!(
+        r#"{}
+        sign_up http://127.0.0.1:8001 journal-jo > /dev/null
+        tr -d '\r' < signup-headers | sed -n 's/^set-cookie: shop_session=\([0-9a-f]*\);.*/\1/Ip'
+        curl -s -b jar -c jar http://127.0.0.1:8001/account > account.html
+        curl -s -b jar --data "csrf_token=$(form_field account.html csrf_token)&name=journal" http://127.0.0.1:8001/account/tokens \
+          | sed -n 's/.*<code id="new-token">\(shop_[0-9a-f]*\)<.*/\1/p'
+        curl -s -c other http://127.0.0.1:8001/login > login.html
+        curl -s -o /dev/null -w '%{{http_code}}\n' -b other --data "csrf_token=$(form_field login.html csrf_token)&username=journal-jo&password=a+wrong+guess+here" http://127.0.0.1:8001/login"#,
+        common::SIGN_UP_SH
+    ));
+    let [session, token, failed] = said.lines().collect::<Vec<_>>()[..] else {
+        panic!("a session id, a token and a failed login's status: {said:?}")
+    };
+    assert!(
+        session.len() == 64 && token.starts_with("shop_") && failed == "401",
+        "{said}"
+    );
+    let entries = || -> Vec<Value> {
+        host.sh("journalctl -u shop@8001 -o json --no-pager")
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    let has = |entries: &[Value], event: &str| {
+        entries.iter().any(|e| {
+            e["EVENT"] == event && e["USER"] == "journal-jo" && e["ADDRESS"] == "127.0.0.1"
+        })
+    };
+    wait_until(
+        "the account events are in the journal",
+        Duration::from_secs(10),
+        || {
+            let entries = entries();
+            has(&entries, "signup") && has(&entries, "login_failed")
+        },
+    );
+    assert!(
+        entries()
+            .iter()
+            .any(|e| e["EVENT"] == "token_created" && e["USER"] == "journal-jo"),
+        "the token's creation is logged"
+    );
+    let journal = host.sh("journalctl -o json --no-pager");
+    for secret in [
+        session,
+        token,
+        common::PASSWORD,
+        "violet+pelican",
+        "a wrong guess",
+        "a+wrong+guess",
+    ] {
+        assert!(!journal.contains(secret), "{secret:?} is in the journal");
+    }
+}
+
 fn state(host: &Container, unit: &str) -> String {
     String::from_utf8_lossy(&host.exec(&["systemctl", "is-active", unit]).stdout)
         .trim()
@@ -48,14 +107,14 @@ fn shop_under_real_systemd() {
     // A request to the socket starts the service.
     host.sh("systemctl start shop@8001.socket");
     assert_eq!(state(&host, "shop@8001.service"), "inactive");
-    let (status, body) = host.http_get("http://127.0.0.1:8001/");
+    let (status, body) = host.http_get("http://127.0.0.1:8001/items");
     assert_eq!(
         status,
         200,
         "{body}\n{}",
         host.sh("journalctl -u shop@8001 --no-pager | tail -30")
     );
-    assert!(body.contains("Add an item to sell"));
+    assert!(body.contains("Items for sale"));
     assert_eq!(state(&host, "shop@8001.service"), "active");
 
     // systemctl status shows the STATUS= line.
@@ -107,6 +166,8 @@ fn shop_under_real_systemd() {
         plain.lines().any(|l| l.starts_with("starting shop ")),
         "a start-up line in plain words:\n{plain}"
     );
+
+    accounts_in_the_journal(&host);
 
     // kill -9: systemd starts it again.
     let pid = main_pid(&host, "shop@8001.service");

@@ -433,6 +433,7 @@ pub async fn account_page(
         Some("password") => Some("Your password was changed, and your other sessions have ended."),
         Some("others") => Some("Your other sessions have ended."),
         Some("revoked") => Some("The token was revoked: it works no more."),
+        Some("disabled") => Some("The user was disabled: their sessions and tokens work no more."),
         _ => None,
     };
     let notes = AccountNotes {
@@ -556,6 +557,57 @@ pub async fn revoke_token(
     }
     tracing::info!(event = "token_revoked", user = %signed_in.user.username, token_id = id, "API token {id} of {} revoked", signed_in.user.username);
     Ok(Redirect::to("/account?done=revoked"))
+}
+
+#[derive(Default, Deserialize)]
+pub struct DisableForm {
+    csrf_token: Option<String>,
+    username: Option<String>,
+}
+protected!(DisableForm);
+
+/// `POST /account/users/disable` (admins only): the user's sessions end and their tokens
+/// stop working at once; their items stay.
+pub async fn disable_user(
+    State(state): State<AppState>,
+    admin: SignedIn,
+    Extension(frame): Extension<Frame>,
+    CheckedForm(form): CheckedForm<DisableForm>,
+) -> Result<Response, AppError> {
+    if !admin.user.is_admin {
+        return Err(AppError::Forbidden("Only an admin may disable a user."));
+    }
+    let key = login_key(form.username.as_deref().unwrap_or(""));
+    let disabled = match state.store.find_user(&key).await? {
+        Some(user) if user.id == admin.user.id => Err("You cannot disable yourself."),
+        Some(user) => Ok(user),
+        None => Err("There is no user of that name."),
+    };
+    let user = match disabled {
+        Ok(user) => user,
+        Err(why) => {
+            let mut errors = FieldErrors::new();
+            errors.insert("disable", why.to_owned());
+            let notes = AccountNotes {
+                errors,
+                ..AccountNotes::default()
+            };
+            let html = render_account(&state, &admin, &frame, notes).await?;
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
+        }
+    };
+    state.store.set_disabled(&key, true).await?;
+    let ended = state.store.delete_other_sessions(user.id, "").await?;
+    tracing::info!(
+        event = "admin_user_disabled",
+        user = %user.username,
+        admin = %admin.user.username,
+        sessions_ended = ended,
+        "{} disabled {} ({ended} session(s) ended)",
+        admin.user.username,
+        user.username
+    );
+    Ok(Redirect::to("/account?done=disabled").into_response())
 }
 
 /// `POST /account/sessions/end-others`: sign out everywhere but here.

@@ -110,6 +110,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             "/account/sessions/end-others",
             post(account::end_other_sessions),
         )
+        .route("/account/users/disable", post(account::disable_user))
         // Outermost first: the CSRF cookie, then the session (which ties tokens to it).
         .layer(from_fn_with_state(state.clone(), auth::resolve_session))
         .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));
