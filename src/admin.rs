@@ -16,7 +16,7 @@ pub async fn add_user(settings: &Settings, name: &str, admin: bool) -> anyhow::R
     let name = Username::parse(name).map_err(anyhow::Error::msg)?;
     let secret = read_password(&format!("Password for {}: ", name.as_str()))?;
     let hash = checked_hash(settings, &secret, name.as_str())?;
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let Some(user) = store.create_user(&name, &hash, admin).await? else {
         bail!(
             "a user named {} exists already (names are compared without case)",
@@ -35,7 +35,7 @@ pub async fn add_user(settings: &Settings, name: &str, admin: bool) -> anyhow::R
 
 /// `shop user list`.
 pub async fn list_users(settings: &Settings) -> anyhow::Result<()> {
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let users = store.list_users().await?;
     println!(
         "{:<32} {:<8} {:<9} created",
@@ -58,7 +58,7 @@ pub async fn list_users(settings: &Settings) -> anyhow::Result<()> {
 /// `shop user disable NAME` (or `enable`): a disabled user's sessions end and tokens are
 /// refused at once; their items stay.
 pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     store
         .set_disabled(&user.username.to_ascii_lowercase(), disabled)
@@ -75,7 +75,7 @@ pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> an
 
 /// `shop user password NAME`: a new password; the user's sessions end.
 pub async fn set_password(settings: &Settings, name: &str) -> anyhow::Result<()> {
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     let secret = read_password(&format!("New password for {}: ", user.username))?;
     let hash = checked_hash(settings, &secret, &user.username)?;
@@ -93,7 +93,7 @@ pub async fn set_password(settings: &Settings, name: &str) -> anyhow::Result<()>
 /// `shop token create USER --name NAME`: prints the token (only this once).
 pub async fn create_token(settings: &Settings, name: &str, token: &str) -> anyhow::Result<()> {
     let token_name = token_name(token).map_err(anyhow::Error::msg)?;
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     let token = crate::web::issue_token(&store, &user, &token_name, "cli").await?;
     println!("{token}");
@@ -103,7 +103,7 @@ pub async fn create_token(settings: &Settings, name: &str, token: &str) -> anyho
 
 /// `shop token list USER`.
 pub async fn list_tokens(settings: &Settings, name: &str) -> anyhow::Result<()> {
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     let when = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
     println!("{:<6} {:<32} {:<22} last used", "id", "name", "created");
@@ -122,7 +122,7 @@ pub async fn list_tokens(settings: &Settings, name: &str) -> anyhow::Result<()> 
 
 /// `shop token revoke USER ID`.
 pub async fn revoke_token(settings: &Settings, name: &str, id: i64) -> anyhow::Result<()> {
-    let store = crate::app::reach_store(settings).await?;
+    let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     if !store.revoke_token(user.id, id).await? {
         bail!(
@@ -135,6 +135,14 @@ pub async fn revoke_token(settings: &Settings, name: &str, id: i64) -> anyhow::R
     println!("token {id} of {} revoked", user.username);
     store.close().await;
     Ok(())
+}
+
+/// The database, migrated: right after `apt install` no instance has started yet (socket
+/// activation waits for the first request), and the first admin is made before then.
+async fn migrated_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = crate::app::reach_store(settings).await?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
 }
 
 async fn existing(store: &Store, name: &str) -> anyhow::Result<User> {

@@ -800,6 +800,12 @@ async fn cookies_over_http_and_https(backend: Backend) {
 
 async fn closed_sign_up_leaves_it_to_the_command_line(backend: Backend) {
     let db = TestDb::new(backend);
+    // Before any instance has run (as right after `apt install`): the command migrates.
+    let out = db.shop(
+        &["user", "add", "first-admin", "--admin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{}", said(&out));
     let shop = Shop::start(&db.url, &[("SHOP_ACCOUNTS__SIGNUP", "closed")]);
     let (status, html) = common::get_text(&shop.url("/signup")).await;
     assert_eq!(status, 403);
