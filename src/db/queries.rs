@@ -127,9 +127,15 @@ pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
 }
 
 /// The columns of an `Item`.
-/// The columns of an `Item`: the seller's name is one primary-key lookup per row.
-const ITEM_COLUMNS: &str = "id, name, quantity, description, date_added, owner_id, \
-     (SELECT username FROM users WHERE users.id = items.owner_id)";
+/// The columns of an `Item` (a macro, for `concat!`): the seller's name is one primary-key
+/// lookup per row.
+macro_rules! item_columns {
+    () => {
+        "id, name, quantity, description, date_added, owner_id, \
+         (SELECT username FROM users WHERE users.id = items.owner_id)"
+    };
+}
+const ITEM_COLUMNS: &str = item_columns!();
 
 /// What the pages' cache validators are made of: a value that changes whenever any
 /// instance changes an item. PostgreSQL's current snapshot (which transactions have
@@ -142,28 +148,29 @@ pub const DATA_VERSION: Sql = Sql {
 };
 
 pub const GET: Sql = Sql::same(concat!(
-    "SELECT id, name, quantity, description, date_added, owner_id, ",
-    "(SELECT username FROM users WHERE users.id = items.owner_id) FROM items WHERE id = $1"
+    "SELECT ",
+    item_columns!(),
+    " FROM items WHERE id = $1"
 ));
 
 /// Inserts nothing (and returns no row) when an item with the same idempotency key exists;
 /// PostgreSQL makes a concurrent insert of the same key wait for the first to finish.
 pub const INSERT: Sql = Sql::same(concat!(
     "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id) ",
-    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING ",
-    "RETURNING id, name, quantity, description, date_added, owner_id, ",
-    "(SELECT username FROM users WHERE users.id = items.owner_id)"
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+    item_columns!()
 ));
 
 pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(concat!(
-    "SELECT id, name, quantity, description, date_added, owner_id, ",
-    "(SELECT username FROM users WHERE users.id = items.owner_id) FROM items WHERE idempotency_key = $1"
+    "SELECT ",
+    item_columns!(),
+    " FROM items WHERE idempotency_key = $1"
 ));
 
 pub const UPDATE: Sql = Sql::same(concat!(
     "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4 WHERE id = $5 ",
-    "RETURNING id, name, quantity, description, date_added, owner_id, ",
-    "(SELECT username FROM users WHERE users.id = items.owner_id)"
+    "RETURNING ",
+    item_columns!()
 ));
 
 pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");

@@ -80,6 +80,23 @@ struct CredentialsPage<'a> {
 }
 
 impl Credentials {
+    /// The page as first opened, going on to `?next=` (when it is a path of this site).
+    fn render_empty(
+        self,
+        state: &AppState,
+        frame: &Frame,
+        query: &NextQuery,
+    ) -> Result<Html<String>, AppError> {
+        let next = safe_next(query.next.as_deref());
+        let page = CredentialsPage {
+            username: "",
+            next: &next,
+            message: None,
+            errors: &FieldErrors::new(),
+        };
+        self.render(state, frame, page)
+    }
+
     fn render(
         self,
         state: &AppState,
@@ -135,14 +152,7 @@ pub async fn signup_form(
     if state.accounts.signup == Signup::Closed {
         return Err(AppError::Forbidden(SIGNUP_CLOSED));
     }
-    let next = safe_next(query.next.as_deref());
-    let page = CredentialsPage {
-        username: "",
-        next: &next,
-        message: None,
-        errors: &FieldErrors::new(),
-    };
-    Credentials::Signup.render(&state, &frame, page)
+    Credentials::Signup.render_empty(&state, &frame, &query)
 }
 
 /// `POST /signup`: make the account and sign in, or show the form again with messages.
@@ -210,14 +220,7 @@ pub async fn login_form(
     Extension(frame): Extension<Frame>,
     Query(query): Query<NextQuery>,
 ) -> Result<Html<String>, AppError> {
-    let next = safe_next(query.next.as_deref());
-    let page = CredentialsPage {
-        username: "",
-        next: &next,
-        message: None,
-        errors: &FieldErrors::new(),
-    };
-    Credentials::Login.render(&state, &frame, page)
+    Credentials::Login.render_empty(&state, &frame, &query)
 }
 
 /// The answer to every failed login: the same words for an unknown user and a wrong

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::{allowed_to_change, ApiWriter};
+use super::auth::{allowed_to_change, audit_item, ApiWriter};
 use super::cache::{CacheControl, ETag};
 use super::error::AppError;
 use super::extract::{ExistingItem, Listing};
@@ -68,14 +68,7 @@ pub async fn create(
     let item = new_item(body)?;
     let created = state.store.create_item(&item, seller.id, key).await?;
     if !created.replayed {
-        tracing::info!(
-            event = "item_created",
-            user = %seller.username,
-            item_id = created.item.id,
-            "{} added item {} (API)",
-            seller.username,
-            created.item.id
-        );
+        audit_item("item_created", &seller, created.item.id);
     }
     let location = format!("/api/items/{}", created.item.id);
     let replayed = if created.replayed { "true" } else { "false" };
@@ -115,14 +108,7 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     allowed_to_change(&editor, &item)?;
     if state.store.delete_item(item.id).await? {
-        tracing::info!(
-            event = "item_deleted",
-            user = %editor.username,
-            item_id = item.id,
-            "{} deleted item {} (API)",
-            editor.username,
-            item.id
-        );
+        audit_item("item_deleted", &editor, item.id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("item"))

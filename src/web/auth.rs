@@ -296,6 +296,18 @@ async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
     Ok(record.user)
 }
 
+/// A change to an item, in the journal: which, by whom (`event`: item_created, item_deleted).
+pub fn audit_item(event: &'static str, user: &User, item_id: i64) {
+    tracing::info!(
+        event,
+        user = %user.username,
+        item_id,
+        "{}: item {item_id} by {}",
+        event.replace('_', " "),
+        user.username
+    );
+}
+
 /// 403 unless `editor` may change `item`: the one rule (`accounts::may_change`), asked
 /// by the form and the API alike.
 pub fn allowed_to_change(editor: &User, item: &Item) -> Result<(), AppError> {

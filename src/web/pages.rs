@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{allowed_to_change, Frame, SignedIn, Viewer};
+use super::auth::{allowed_to_change, audit_item, Frame, SignedIn, Viewer};
 use super::cache::{CacheControl, ETag};
 use super::csrf::{CheckedForm, Protected};
 use super::error::AppError;
@@ -178,14 +178,7 @@ pub async fn create_item(
         Ok(item) => {
             let created = state.store.create_item(&item, seller.user.id, key).await?;
             if !created.replayed {
-                tracing::info!(
-                    event = "item_created",
-                    user = %seller.user.username,
-                    item_id = created.item.id,
-                    "{} added item {}",
-                    seller.user.username,
-                    created.item.id
-                );
+                audit_item("item_created", &seller.user, created.item.id);
             }
             Ok(Redirect::to("/items").into_response())
         }
@@ -358,14 +351,7 @@ pub async fn delete_item(
 ) -> Result<Redirect, AppError> {
     allowed_to_change(&editor.user, &item)?;
     if state.store.delete_item(item.id).await? {
-        tracing::info!(
-            event = "item_deleted",
-            user = %editor.user.username,
-            item_id = item.id,
-            "{} deleted item {}",
-            editor.user.username,
-            item.id
-        );
+        audit_item("item_deleted", &editor.user, item.id);
         Ok(Redirect::to("/items"))
     } else {
         Err(AppError::NotFound("item"))
