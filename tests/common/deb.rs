@@ -416,12 +416,15 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
     let restored = host.sh(&format!(
         "runuser -u shop -- shop restore /var/backups/shop/{newest}"
     ));
-    assert!(restored.starts_with("restored 1 items"), "{restored}");
+    assert!(
+        restored.starts_with("restored 2 items and 1 users and 0 API tokens"),
+        "{restored}"
+    );
     let (status, body) = host.http_get("http://127.0.0.1:8001/items");
     assert_eq!(status, 200);
     assert!(
-        body.contains("Kept item"),
-        "the item is back after the restore"
+        body.contains("Kept item") && body.contains("Sold item"),
+        "the items are back after the restore: {body}"
     );
     drop(step);
 }
