@@ -140,7 +140,10 @@ pub async fn resolve_session(
         cookie.session = viewer.0.as_ref().map(|s| s.session.clone());
         frame.csrf_token = csrf::form_token(&state, cookie);
     }
-    let https = state.proxies.came_over_https(&request);
+    // Asked only of a cookie that names no live session (to clear it): most requests
+    // bring none, or a good one.
+    let clear_over_https =
+        (sent.is_some() && viewer.0.is_none()).then(|| state.proxies.came_over_https(&request));
     request.extensions_mut().insert(viewer.clone());
     request.extensions_mut().insert(frame.clone());
     let mut response = next.run(request).await;
@@ -148,7 +151,7 @@ pub async fn resolve_session(
         response.extensions_mut().insert(frame);
     }
     let handled = response.extensions().get::<SessionChange>().is_some();
-    if sent.is_some() && viewer.0.is_none() && !handled {
+    if let (Some(https), false) = (clear_over_https, handled) {
         set_cookie(&mut response, None, https);
     }
     response
