@@ -109,6 +109,7 @@ impl Run {
         );
         tokio::spawn(report_db_state(store.clone(), serving));
         tokio::spawn(expire_sessions(store.clone(), settings.accounts.clone()).in_current_span());
+        tokio::spawn(store.clone().listen_for_auth_changes().in_current_span());
         let heartbeat = Arc::new(Heartbeat::default());
         if let Some(interval) = watchdog {
             tokio::spawn(watchdog_pings(Arc::clone(&heartbeat), interval).in_current_span());

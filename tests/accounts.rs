@@ -72,10 +72,14 @@ async fn sign_up_log_in_create_log_out(backend: Backend) {
         logout.headers()["set-cookie"],
         "shop_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
     );
-    for instance in [&shop, &other_instance] {
-        let old = ann.get(&instance.url("/")).await;
-        assert_eq!(old.status(), 303, "the ended session no longer works");
-    }
+    let old = ann.get(&shop.url("/")).await;
+    assert_eq!(old.status(), 303, "the ended session no longer works");
+    common::heard(
+        "the other instance refuses the ended session",
+        303,
+        || async { ann.get(&other_instance.url("/")).await.status().as_u16() },
+    )
+    .await;
 
     // Log in again (with ?next=): a new session id, never the one the browser brought.
     let login = Seller::log_in(&shop.url, "ann", PASSWORD).await.unwrap();
@@ -325,11 +329,10 @@ async fn only_the_seller_or_an_admin_changes_an_item(backend: Backend) {
     // Disable bob: his session and his token stop working at once (no restart).
     let out = db.shop(&["user", "disable", "bob"], "");
     assert!(out.status.success(), "{}", said(&out));
-    assert_eq!(
-        bob.get(&shop.url("/")).await.status(),
-        303,
-        "bob's session is refused"
-    );
+    common::heard("bob's session is refused", 303, || async {
+        bob.get(&shop.url("/")).await.status().as_u16()
+    })
+    .await;
     let refused = bob_api
         .post(shop.url("/api/items"))
         .json(&item)
@@ -451,7 +454,10 @@ async fn api_tokens_are_shown_once_stored_hashed_and_revocable(backend: Backend)
         .shop(&["token", "revoke", "ann", &cli_id], "")
         .status
         .success());
-    assert_eq!(common::status_of(api(&cli_token)).await, 401);
+    common::heard("the revoked token is refused", 401, || {
+        common::status_of(api(&cli_token))
+    })
+    .await;
 
     // The database keeps hashes only: no token, no session id, no password in clear.
     let session = session_of(&ann)
@@ -850,11 +856,10 @@ async fn idle_sessions_end(backend: Backend) {
     };
     db.rows(&format!("UPDATE sessions SET last_seen_at = {long_ago}"))
         .await;
-    assert_eq!(
-        ann.get(&shop.url("/")).await.status(),
-        303,
-        "an idle session has ended"
-    );
+    common::heard("an idle session has ended", 303, || async {
+        ann.get(&shop.url("/")).await.status().as_u16()
+    })
+    .await;
     assert_eq!(
         db.rows("SELECT count(*) FROM sessions").await,
         ["0"],
@@ -873,3 +878,105 @@ both_backends!(
     closed_sign_up_leaves_it_to_the_command_line,
     idle_sessions_end,
 );
+
+/// A gauge's value on an instance's `/metrics` (the line that starts with `series `).
+async fn gauge(shop: &Shop, series: &str) -> f64 {
+    let (_, text) = common::get_text(&shop.url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} is not in /metrics:\n{text}"))
+}
+
+/// Wait (at most 10 s) until an instance's gauge reads `value`.
+async fn wait_for_gauge(shop: &Shop, series: &str, value: f64) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(shop, series).await != value {
+        assert!(Instant::now() < deadline, "{series} never reached {value}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// PostgreSQL instances remember sessions and tokens between requests, and forget them
+/// when the database says they changed, whoever changed them: another instance, the
+/// command line or plain SQL. An instance whose listener is cut forgets everything and
+/// reads the database until it listens again, so a change made meanwhile is not missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_remember_sessions_and_hear_every_change() {
+    let (db, shop) = start(Backend::Postgres);
+    let other = Shop::start(&db.url, &[]);
+    let ann = Seller::sign_up(&shop.url, "ann").await;
+    let token = ann.api_token(&shop.url).await;
+    let create = |instance: &Shop| {
+        client()
+            .post(instance.url("/api/items"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "Remembered", "quantity": 1, "description": "x"}))
+    };
+    wait_for_gauge(&other, "shop_auth_changes_heard", 1.0).await;
+    for _ in 0..3 {
+        assert_eq!(ann.get(&other.url("/items")).await.status(), 200);
+        assert_eq!(common::status_of(create(&other)).await, 201);
+    }
+    assert_eq!(
+        gauge(&other, "shop_auth_remembered{kind=\"session\"}").await,
+        1.0
+    );
+    assert_eq!(
+        gauge(&other, "shop_auth_remembered{kind=\"token\"}").await,
+        1.0
+    );
+
+    // Disabled with plain SQL: both refused on the instance that remembered them.
+    db.rows("UPDATE users SET disabled = true").await;
+    common::heard("a disabled user's session", 303, || async {
+        ann.get(&other.url("/")).await.status().as_u16()
+    })
+    .await;
+    assert_eq!(common::status_of(create(&other)).await, 401, "and token");
+    db.rows("UPDATE users SET disabled = false").await;
+    assert_eq!(
+        common::status_of(create(&other)).await,
+        201,
+        "enabled again"
+    );
+
+    // Cut every listener, and end the session while they may not be listening.
+    assert_eq!(ann.get(&other.url("/")).await.status(), 200);
+    let cut = db
+        .rows(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'shop-listener'",
+        )
+        .await;
+    assert_eq!(cut, ["2"], "one listener per instance");
+    db.rows("DELETE FROM sessions").await;
+    common::heard(
+        "a session ended while the listener was cut",
+        303,
+        || async { ann.get(&other.url("/")).await.status().as_u16() },
+    )
+    .await;
+    wait_for_gauge(&other, "shop_auth_changes_heard", 1.0).await;
+    assert!(
+        other
+            .logs()
+            .contains("no longer hearing session and token changes"),
+        "the loss is logged"
+    );
+
+    // Listening again: what it remembers is forgotten on the next change.
+    let ann = Seller::log_in(&shop.url, "ann", PASSWORD).await.unwrap();
+    assert_eq!(ann.get(&other.url("/")).await.status(), 200);
+    assert_eq!(ann.get(&other.url("/")).await.status(), 200);
+    assert_eq!(
+        gauge(&other, "shop_auth_remembered{kind=\"session\"}").await,
+        1.0
+    );
+    let logout = ann.post(&shop.url("/"), &shop.url("/logout"), &[]).await;
+    assert_eq!(logout.status(), 303);
+    let took = common::heard("a logout on the other instance", 303, || async {
+        ann.get(&other.url("/")).await.status().as_u16()
+    })
+    .await;
+    println!("logout on one instance refused on the other after {took:?}");
+}

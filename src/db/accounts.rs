@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::auth_cache::Change;
 use super::queries::{run, Sql};
 use super::{now, Store, StoreResult};
 use crate::accounts::{User, UserRecord, Username};
@@ -48,7 +49,7 @@ const TOKEN_USER: Sql = Sql::same(
     "SELECT u.id, u.username, u.is_admin, u.disabled, t.id, t.last_used_at \
      FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
 );
-const TOUCH_TOKEN: Sql = Sql::same("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2");
+const TOUCH_TOKEN: Sql = Sql::same("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2");
 const LIST_TOKENS: Sql = Sql::same(
     "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id",
 );
@@ -150,13 +151,18 @@ impl Store {
 
     pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()> {
         run!(self, SET_PASSWORD_HASH, execute, hash, user_id)?;
+        self.forget(&Change::User(user_id));
         Ok(())
     }
 
     /// Disable (or enable) the user with this name; `None` when there is none.
     pub async fn set_disabled(&self, key: &str, disabled: bool) -> StoreResult<Option<User>> {
         let row: Option<UserRow> = run!(self, as SET_DISABLED, fetch_optional, disabled, key)?;
-        Ok(row.map(user))
+        let changed = row.map(user);
+        if let Some(user) = &changed {
+            self.forget(&Change::User(user.id));
+        }
+        Ok(changed)
     }
 
     pub async fn create_session(&self, id_hash: &str, user_id: i64) -> StoreResult<()> {
@@ -164,7 +170,23 @@ impl Store {
         Ok(())
     }
 
+    /// The session with this hash and its user: remembered (PostgreSQL, while changes are
+    /// heard), else read and remembered.
     pub async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        let cache = self.auth.as_ref().map(|feed| &feed.cache);
+        if let Some(record) = cache.and_then(|c| c.session(id_hash)) {
+            return Ok(Some(record));
+        }
+        let ticket = cache.and_then(|c| c.ticket());
+        let record = self.stored_session(id_hash).await?;
+        if let (Some(cache), Some(ticket), Some(record)) = (cache, ticket, &record) {
+            cache.keep_session(ticket, id_hash, record);
+        }
+        Ok(record)
+    }
+
+    /// The session as the database has it now, never remembered.
+    pub async fn stored_session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
         let row: Option<SessionRow> = run!(self, as SESSION_USER, fetch_optional, id_hash)?;
         Ok(row.map(
             |(id, name, admin, disabled, created_at, last_seen_at)| SessionRecord {
@@ -177,17 +199,21 @@ impl Store {
 
     pub async fn touch_session(&self, id_hash: &str) -> StoreResult<()> {
         run!(self, TOUCH_SESSION, execute, now(), id_hash)?;
+        self.forget(&Change::Session(id_hash.to_owned()));
         Ok(())
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         run!(self, DELETE_SESSION, execute, id_hash)?;
+        self.forget(&Change::Session(id_hash.to_owned()));
         Ok(())
     }
 
     /// End every session of the user but `keep` (pass "" to end them all); how many ended.
     pub async fn delete_other_sessions(&self, user_id: i64, keep: &str) -> StoreResult<u64> {
-        run!(self, DELETE_OTHER_SESSIONS, execute, user_id, keep)
+        let ended = run!(self, DELETE_OTHER_SESSIONS, execute, user_id, keep)?;
+        self.forget(&Change::User(user_id));
+        Ok(ended)
     }
 
     /// Delete sessions idle since before `idle_before` or made before `made_before`.
@@ -221,19 +247,30 @@ impl Store {
         })
     }
 
+    /// The API token with this hash and its user: remembered, else read (as `session`).
     pub async fn token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let cache = self.auth.as_ref().map(|feed| &feed.cache);
+        if let Some(record) = cache.and_then(|c| c.token(token_hash)) {
+            return Ok(Some(record));
+        }
+        let ticket = cache.and_then(|c| c.ticket());
         let row: Option<TokenUserRow> = run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
-        Ok(row.map(
+        let record = row.map(
             |(id, name, admin, disabled, token_id, last_used_at)| TokenRecord {
                 user: user((id, name, admin, disabled)),
                 token_id,
                 last_used_at,
             },
-        ))
+        );
+        if let (Some(cache), Some(ticket), Some(record)) = (cache, ticket, &record) {
+            cache.keep_token(ticket, token_hash, record);
+        }
+        Ok(record)
     }
 
-    pub async fn touch_token(&self, token_id: i64) -> StoreResult<()> {
-        run!(self, TOUCH_TOKEN, execute, now(), token_id)?;
+    pub async fn touch_token(&self, token_hash: &str) -> StoreResult<()> {
+        run!(self, TOUCH_TOKEN, execute, now(), token_hash)?;
+        self.forget(&Change::Token(token_hash.to_owned()));
         Ok(())
     }
 
@@ -252,7 +289,9 @@ impl Store {
 
     /// Revoke one of the user's tokens; `false` when they have no such token.
     pub async fn revoke_token(&self, user_id: i64, token_id: i64) -> StoreResult<bool> {
-        Ok(run!(self, REVOKE_TOKEN, execute, token_id, user_id)? > 0)
+        let revoked = run!(self, REVOKE_TOKEN, execute, token_id, user_id)? > 0;
+        self.forget(&Change::User(user_id));
+        Ok(revoked)
     }
 
     pub async fn record_login_failure(&self, key: &str, address: &str) -> StoreResult<()> {

@@ -4,6 +4,7 @@
 //! (and what a failure means) in `availability`.
 
 mod accounts;
+mod auth_cache;
 mod availability;
 mod migrate;
 mod queries;
@@ -22,6 +23,7 @@ use tracing::subscriber::NoSubscriber;
 
 use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
+use auth_cache::AuthCache;
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
@@ -35,6 +37,16 @@ pub use url::{Backend, DatabaseUrl};
 pub struct Store {
     pool: Pool,
     availability: Arc<Availability>,
+    /// PostgreSQL: remembered sessions and tokens, and the listener that hears changes.
+    auth: Option<AuthFeed>,
+}
+
+/// Sessions and tokens remembered between requests, and the one-connection pool the
+/// listener of their changes connects through (apart from the requests' pool).
+#[derive(Clone, Debug)]
+struct AuthFeed {
+    cache: Arc<AuthCache>,
+    listener_pool: PgPool,
 }
 
 #[derive(Clone, Debug)]
@@ -91,13 +103,23 @@ impl Store {
     /// A pool for `url`, without connecting: the first query (or `Store::reach`) does.
     /// Creates the SQLite file when it first connects.
     pub fn connect(url: &DatabaseUrl, size: PoolSize) -> Store {
+        let mut auth = None;
         let pool = match url.target().clone() {
-            Target::Postgres(options) => Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(size.max_connections)
-                    .acquire_timeout(size.acquire_timeout)
-                    .connect_lazy_with(options.application_name("shop")),
-            ),
+            Target::Postgres(options) => {
+                auth = Some(AuthFeed {
+                    cache: Arc::default(),
+                    listener_pool: PgPoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(size.acquire_timeout)
+                        .connect_lazy_with(options.clone().application_name("shop-listener")),
+                });
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(size.max_connections)
+                        .acquire_timeout(size.acquire_timeout)
+                        .connect_lazy_with(options.application_name("shop")),
+                )
+            }
             Target::Sqlite(options) => {
                 let options = options
                     .create_if_missing(true)
@@ -120,6 +142,7 @@ impl Store {
         Store {
             pool,
             availability: Arc::new(Availability::starting()),
+            auth,
         }
     }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::auth_cache::Change;
 use super::queries::{self, run};
 use super::{Backend, Pool, Store, StoreError, StoreResult};
 
@@ -229,6 +230,7 @@ impl Store {
             }
             tx.commit().await.map_err(|e| self.failed(e))?;
         });
+        self.forget(&Change::Everything);
         Ok(())
     }
 }

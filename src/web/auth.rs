@@ -83,37 +83,41 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 /// either lifetime is deleted on the spot.
 async fn live_session(state: &AppState, id: &str) -> Result<Option<SignedIn>, AppError> {
     let hash = secrets::digest(id);
-    let Some(record) = state.store.session(&hash).await? else {
+    let Some(mut record) = state.store.session(&hash).await? else {
         return Ok(None);
     };
-    let SessionRecord {
-        user,
-        created_at,
-        last_seen_at,
-    } = record;
-    let now = Utc::now();
-    let idle = now
-        .signed_duration_since(last_seen_at)
-        .to_std()
-        .unwrap_or_default();
-    let age = now
-        .signed_duration_since(created_at)
-        .to_std()
-        .unwrap_or_default();
-    if idle > state.accounts.session_idle() || age > state.accounts.session_max() {
+    if idle_for(state, &record).is_none() {
+        // A remembered last visit may be behind another instance's: ask the database.
+        match state.store.stored_session(&hash).await? {
+            Some(stored) => record = stored,
+            None => return Ok(None),
+        }
+    }
+    let Some(idle) = idle_for(state, &record) else {
         state.store.delete_session(&hash).await?;
         return Ok(None);
-    }
-    if user.disabled {
+    };
+    if record.user.disabled {
         return Ok(None);
     }
     if idle > TOUCH_EVERY {
         state.store.touch_session(&hash).await?;
     }
     Ok(Some(SignedIn {
-        user,
+        user: record.user,
         session: hash,
     }))
+}
+
+/// How long the session has been idle, or `None` once it is past either lifetime.
+fn idle_for(state: &AppState, record: &SessionRecord) -> Option<Duration> {
+    let now = Utc::now();
+    let since =
+        |at: chrono::DateTime<Utc>| now.signed_duration_since(at).to_std().unwrap_or_default();
+    let idle = since(record.last_seen_at);
+    let alive = idle <= state.accounts.session_idle()
+        && since(record.created_at) <= state.accounts.session_max();
+    alive.then_some(idle)
 }
 
 /// Page-router layer (inside the CSRF cookie's): find the session the browser's cookie
@@ -278,9 +282,10 @@ impl FromRequestParts<AppState> for ApiWriter {
 }
 
 async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
+    let hash = secrets::digest(token);
     let record = state
         .store
-        .token(&secrets::digest(token))
+        .token(&hash)
         .await?
         .filter(|r| !r.user.disabled)
         .ok_or(AppError::Unauthorized(
@@ -294,7 +299,7 @@ async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
             > TOKEN_TOUCH_EVERY
     });
     if stale {
-        state.store.touch_token(record.token_id).await?;
+        state.store.touch_token(&hash).await?;
     }
     Ok(record.user)
 }

@@ -84,6 +84,14 @@ fn describe() {
         "shop_db_up",
         "1 while the database answers, 0 while it is unreachable"
     );
+    describe_gauge!(
+        "shop_auth_changes_heard",
+        "PostgreSQL: 1 while this instance hears session and token changes (and may remember them), 0 while every lookup reads the database"
+    );
+    describe_gauge!(
+        "shop_auth_remembered",
+        "PostgreSQL: sessions and API tokens remembered between requests, by kind"
+    );
     describe_counter!(
         "shop_items_created_total",
         "Items stored (idempotent replays not counted)"
@@ -124,6 +132,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         0.0
     };
     gauge!("shop_db_up").set(up);
+    if let Some((heard, sessions, tokens)) = state.store.auth_cache_stats() {
+        gauge!("shop_auth_changes_heard").set(if heard { 1.0 } else { 0.0 });
+        gauge!("shop_auth_remembered", "kind" => "session").set(sessions as f64);
+        gauge!("shop_auth_remembered", "kind" => "token").set(tokens as f64);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -568,6 +568,38 @@ pub fn stop_child(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// The longest a change made by another process may take to reach an instance: on
+/// PostgreSQL instances remember sessions and tokens and hear of changes through the
+/// database's notifications, in milliseconds (SQLite instances read the file each time).
+pub const HEARD_WITHIN: Duration = Duration::from_secs(2);
+
+/// Ask `status` again (every 5 ms) until it is `expected`, at most `HEARD_WITHIN`, for a
+/// change another process made; how long it took (printed when not at once).
+pub async fn heard<F, Fut>(what: &str, expected: u16, mut status: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let started = Instant::now();
+    let mut tries = 0;
+    loop {
+        let got = status().await;
+        tries += 1;
+        if got == expected {
+            let took = started.elapsed();
+            if tries > 1 {
+                println!("{what}: heard after {took:?} ({tries} tries)");
+            }
+            return took;
+        }
+        assert!(
+            started.elapsed() < HEARD_WITHIN,
+            "{what}: still {got} after {HEARD_WITHIN:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Like `poll_until`, but a timeout fails the test, naming `what` it waited for.
 pub fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
     assert!(poll_until(timeout, check), "timed out waiting until {what}");
