@@ -192,14 +192,31 @@ fn main() {
         insert,
         Target::Rate(6.0 * ANCESTOR_CREATE_PER_SEC),
     ));
+    // Today's create rate: the previous release (before accounts: anonymous writes), three
+    // instances behind nginx on a database of its own, sent the very same requests.
+    let api_create = Load::get(&proxy.url("/api/items")).script(&api_create_script(&token));
+    let (baseline_name, baseline) = match previous_release_binary() {
+        Some((binary, _unpacked)) => {
+            let url = cluster.create_database("previous");
+            let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+            let _shops: Vec<Shop> = ports
+                .iter()
+                .map(|p| {
+                    let listen = format!("127.0.0.1:{p}");
+                    Shop::start_build(&binary, &url, &[("SHOP_SERVER__LISTEN", &listen)])
+                })
+                .collect();
+            let previous = Nginx::start(&ports);
+            let load = Load::get(&previous.url("/api/items")).script(&api_create_script(&token));
+            ("the previous release's, no accounts", wrk(&plan, &load))
+        }
+        None => ("the form's create (no previous release built)", create),
+    };
     rows.push(Row::new(
         "create `POST /api/items` with an API token",
-        wrk(
-            &plan,
-            &Load::get(&proxy.url("/api/items")).script(&api_create_script(&token)),
-        ),
-        "the form's create, signed in",
-        create,
+        wrk(&plan, &api_create),
+        baseline_name,
+        baseline,
         Target::Ratio(0.9),
     ));
     let logins = login_storm(&plan, &url);
@@ -732,7 +749,28 @@ end
     )
 }
 
-/// A wrk script that creates items through the API with an API token.
+/// The previous release's `shop` (packaging/previous-release): SHOP_PREVIOUS_BINARY
+/// (tests/bench/run builds it), else unpacked from tests/run's older package
+/// (SHOP_DEB_OLD); `None` when neither is there.
+/// (With the directory it was unpacked in, removed when dropped.)
+fn previous_release_binary() -> Option<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(path) = std::env::var_os("SHOP_PREVIOUS_BINARY") {
+        return Some((path.into(), None));
+    }
+    let deb = std::env::var_os("SHOP_DEB_OLD")?;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(unpacked, "dpkg-deb -x {deb:?}");
+    Some((dir.path().join("usr/bin/shop"), Some(dir)))
+}
+
+/// A wrk script that creates items through the API with an API token (the previous
+/// release, which has no accounts, ignores the header).
 fn api_create_script(token: &str) -> String {
     format!(
         r#"request = function()

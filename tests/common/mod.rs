@@ -152,11 +152,18 @@ pub fn shop_binary() -> PathBuf {
 /// A `shop` command with a clean environment: no SHOP_* from outside, an empty config
 /// file (so a host's /etc/shop/shop.toml never leaks in), run in a temp dir.
 pub fn shop_command(dir: &std::path::Path) -> Command {
+    shop_command_of(&shop_binary(), dir)
+}
+
+/// Like `shop_command`, for another build of shop (the benchmark's previous release).
+pub fn shop_command_of(binary: &Path, dir: &std::path::Path) -> Command {
     let config = dir.join("shop.toml");
     if !config.exists() {
         std::fs::write(&config, "").unwrap();
     }
-    let mut command = shop_command_without_config(dir);
+    let mut command = Command::new(binary);
+    clean_environment(&mut command);
+    command.current_dir(dir);
     command.arg("--config").arg(config);
     command
 }

@@ -5,13 +5,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::notify::NotifySocket;
-use super::{free_port, poll_until, shop_command, SECRET};
+use super::{free_port, poll_until, shop_binary, shop_command_of, SECRET};
 
 /// Where a started shop's listening socket comes from.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +45,12 @@ impl Shop {
             .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
     }
 
+    /// Like `start`, with another build of shop (the benchmark's previous release).
+    pub fn start_build(binary: &Path, database_url: &str, settings: &[(&str, &str)]) -> Shop {
+        Shop::launch_build(binary.to_owned(), Socket::Bind, database_url, settings)
+            .unwrap_or_else(|logs| panic!("{} did not start:\n{logs}", binary.display()))
+    }
+
     /// Like `start`, but a shop that exits or never gets ready gives its logs.
     pub fn try_start(database_url: &str, settings: &[(&str, &str)]) -> Result<Shop, String> {
         Shop::launch(Socket::Bind, database_url, settings)
@@ -74,6 +80,15 @@ impl Shop {
         database_url: &str,
         settings: &[(&str, &str)],
     ) -> Result<Shop, String> {
+        Shop::launch_build(shop_binary(), socket, database_url, settings)
+    }
+
+    fn launch_build(
+        binary: PathBuf,
+        socket: Socket,
+        database_url: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Shop, String> {
         let dir = tempfile::tempdir().unwrap();
         let notify = NotifySocket::bind_in(dir.path());
         let mut env: Vec<(String, String)> = vec![
@@ -85,7 +100,7 @@ impl Shop {
         ];
         env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let activated_on = matches!(socket, Socket::Activated).then(free_port);
-        let mut command = serve_command(socket, activated_on, dir.path(), env);
+        let mut command = serve_command(&binary, socket, activated_on, dir.path(), env);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start shop");
         let logs = collect_lines(child.stderr.take().unwrap());
@@ -172,12 +187,13 @@ impl Drop for Shop {
 
 /// `shop serve` with `env`, its socket coming from where `socket` says.
 fn serve_command(
+    binary: &Path,
     socket: Socket,
     activated_on: Option<u16>,
     dir: &Path,
     env: Vec<(String, String)>,
 ) -> Command {
-    let shop = shop_command(dir);
+    let shop = shop_command_of(binary, dir);
     let mut command = match socket {
         Socket::Bind => {
             let mut command = shop;
