@@ -406,6 +406,23 @@ async fn api_tokens_are_shown_once_stored_hashed_and_revocable(backend: Backend)
         "its use is recorded:\n{account}"
     );
 
+    // An idempotency key answers only its own seller: another's replay gets 409.
+    let keyed = |token: &str| api(token).header("idempotency-key", "ann-lamp-1");
+    let first = keyed(&token).send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let again = keyed(&token).send().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let bob = Seller::sign_up(&shop.url, "bob").await;
+    let bobs_token = bob.api_token(&shop.url).await;
+    let (status, _, body) = common::answer_parts(keyed(&bobs_token).send().await.unwrap()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("another seller"), "{body}");
+    assert_eq!(
+        db.rows("SELECT count(*) FROM items WHERE idempotency_key = 'ann-lamp-1'")
+            .await,
+        ["1"]
+    );
+
     // A browser's session writes through the API only with its form token.
     let csrf = common::hidden_field(&account, "csrf_token");
     let with_session = || {
@@ -425,7 +442,10 @@ async fn api_tokens_are_shown_once_stored_hashed_and_revocable(backend: Backend)
     );
 
     // Revoked on the account page: 401 at once.
-    let id = db.rows("SELECT id FROM api_tokens").await[0].clone();
+    let id = db
+        .rows("SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE u.username = 'ann'")
+        .await[0]
+        .clone();
     let revoke = ann
         .post(
             &shop.url("/account"),

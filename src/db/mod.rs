@@ -21,6 +21,7 @@ use sqlx::{PgPool, SqlitePool};
 use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
+use crate::accounts::User;
 use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
 use auth_cache::AuthCache;
@@ -61,6 +62,10 @@ pub enum StoreError {
     /// The database cannot serve now (unreachable, busy); try again later (503).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// An idempotency key already names another user's item: the writer must send a new
+    /// key (409); the earlier item is neither returned nor changed.
+    #[error("the idempotency key names another seller's item")]
+    KeyTaken,
     /// Anything else: a bug, a missing privilege or a broken schema (500).
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
@@ -339,18 +344,21 @@ impl Store {
     }
 
     /// Store a new item. With an idempotency key that an earlier item was created with,
-    /// store nothing and return that item instead (`Created::replayed`).
+    /// store nothing and return that item instead (`Created::replayed`) — to its own
+    /// seller: the key of another's item is `KeyTaken`.
     pub async fn create_item(
         &self,
         item: &NewItem,
-        owner: i64,
+        seller: &User,
         key: Option<&str>,
     ) -> StoreResult<Created> {
+        let owner = seller.id;
         // Twice at most: the earlier item could be deleted between the two statements.
         for _ in 0..2 {
             let (name, quantity, description) = (&item.name, item.quantity, &item.description);
             let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner)?;
-            if let Some(item) = inserted {
+            if let Some(mut item) = inserted {
+                item.seller = Some(seller.username.clone());
                 ::metrics::counter!("shop_items_created_total").increment(1);
                 return Ok(Created {
                     item,
@@ -360,6 +368,9 @@ impl Store {
             let earlier: Option<Item> =
                 run!(self, as queries::GET_BY_IDEMPOTENCY_KEY, fetch_optional, key)?;
             if let Some(item) = earlier {
+                if item.owner_id != Some(owner) {
+                    return Err(StoreError::KeyTaken);
+                }
                 return Ok(Created {
                     item,
                     replayed: true,

@@ -54,7 +54,8 @@ pub async fn list(
 }
 
 /// `POST /api/items` → 201 with the item and its `Location`. With an `Idempotency-Key`
-/// header already used, the earlier item is returned (`Idempotent-Replayed: true`).
+/// header already used, the earlier item is returned (`Idempotent-Replayed: true`); a key
+/// another seller's item was made with gets 409.
 pub async fn create(
     State(state): State<AppState>,
     ApiWriter(seller): ApiWriter,
@@ -66,7 +67,7 @@ pub async fn create(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency_key(sent_key).map_err(AppError::BadRequest)?;
     let item = new_item(body)?;
-    let created = state.store.create_item(&item, seller.id, key).await?;
+    let created = state.store.create_item(&item, &seller, key).await?;
     if !created.replayed {
         audit_item("item_created", &seller, created.item.id);
     }

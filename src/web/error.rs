@@ -53,6 +53,11 @@ impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(e) => AppError::Unavailable(e.to_string()),
+            StoreError::KeyTaken => AppError::Rejected(
+                StatusCode::CONFLICT,
+                "This idempotency key was already used for another seller's item: send a new key."
+                    .to_owned(),
+            ),
             other => AppError::Internal(other.to_string()),
         }
     }

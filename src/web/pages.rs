@@ -176,7 +176,7 @@ pub async fn create_item(
     let input = form.input();
     match input.validate() {
         Ok(item) => {
-            let created = state.store.create_item(&item, seller.user.id, key).await?;
+            let created = state.store.create_item(&item, &seller.user, key).await?;
             if !created.replayed {
                 audit_item("item_created", &seller.user, created.item.id);
             }
