@@ -607,6 +607,33 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
     let items: Value = common::json_of(http.get(shop.url("/api/items"))).await;
     assert_eq!(items["items"], json!([]));
 
+    // Every answer carries the security headers: pages, the API, errors, the stylesheet.
+    let stylesheet = {
+        let (_, form) = common::get_text(&shop.url("/items")).await;
+        let at = form.find("/static/").expect("the stylesheet's link");
+        form[at..].split('"').next().unwrap().to_owned()
+    };
+    for path in [
+        "/items",
+        "/items/999999",
+        "/api/items",
+        "/healthz",
+        "/login",
+        "/nowhere",
+        &stylesheet,
+    ] {
+        let response = http.get(shop.url(path)).send().await.unwrap();
+        let headers = response.headers();
+        assert_eq!(
+            headers["content-security-policy"],
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+            "{path}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{path}");
+    }
+
     // The proxy's request id is used; the instance says who it is.
     let response = http
         .get(shop.url("/healthz"))
