@@ -356,9 +356,8 @@ impl Store {
         // Twice at most: the earlier item could be deleted between the two statements.
         for _ in 0..2 {
             let (name, quantity, description) = (&item.name, item.quantity, &item.description);
-            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner)?;
-            if let Some(mut item) = inserted {
-                item.seller = Some(seller.username.clone());
+            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner, &seller.username)?;
+            if let Some(item) = inserted {
                 ::metrics::counter!("shop_items_created_total").increment(1);
                 return Ok(Created {
                     item,

@@ -126,21 +126,11 @@ pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
     sql
 }
 
-/// The columns of an `Item` (a macro, for `concat!`): the seller's name is one primary-key
-/// lookup per row.
+/// The columns of an `Item` (a macro, for `concat!`): the seller's name is kept with the
+/// item (migration 7), not looked up per row.
 macro_rules! item_columns {
     () => {
-        concat!(
-            own_columns!(),
-            ", (SELECT username FROM users WHERE users.id = items.owner_id)"
-        )
-    };
-}
-/// The item's own columns, and no seller: what an insert returns (its seller is the
-/// writer, whom the caller knows; looking them up again cost a twelfth of the rate).
-macro_rules! own_columns {
-    () => {
-        "id, name, quantity, description, date_added, owner_id"
+        "id, name, quantity, description, date_added, owner_id, seller"
     };
 }
 const ITEM_COLUMNS: &str = item_columns!();
@@ -164,10 +154,9 @@ pub const GET: Sql = Sql::same(concat!(
 /// Inserts nothing (and returns no row) when an item with the same idempotency key exists;
 /// PostgreSQL makes a concurrent insert of the same key wait for the first to finish.
 pub const INSERT: Sql = Sql::same(concat!(
-    "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id) ",
-    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
-    own_columns!(),
-    ", NULL"
+    "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id, seller) ",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+    item_columns!()
 ));
 
 pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(concat!(
@@ -245,13 +234,10 @@ mod tests {
 
     #[test]
     fn statements_select_the_item_columns() {
-        for sql in [GET, UPDATE, GET_BY_IDEMPOTENCY_KEY] {
+        for sql in [GET, INSERT, UPDATE, GET_BY_IDEMPOTENCY_KEY] {
             for text in [sql.postgres, sql.sqlite] {
                 assert!(text.contains(ITEM_COLUMNS), "{text}");
             }
-        }
-        for text in [INSERT.postgres, INSERT.sqlite] {
-            assert!(text.ends_with(concat!(own_columns!(), ", NULL")), "{text}");
         }
     }
 
@@ -284,8 +270,7 @@ mod tests {
         }
         assert_eq!(
             list(Backend::Postgres, All, Older),
-            "SELECT id, name, quantity, description, date_added, owner_id, \
-             (SELECT username FROM users WHERE users.id = items.owner_id) FROM items \
+            "SELECT id, name, quantity, description, date_added, owner_id, seller FROM items \
              WHERE (date_added, id) < ($1, $2) ORDER BY date_added DESC, id DESC LIMIT $3"
         );
     }

@@ -67,6 +67,8 @@ pub struct Accounts {
     pub tokens: Vec<BackupToken>,
 }
 
+const FILL_SELLERS: &str = "UPDATE items SET seller = \
+     (SELECT username FROM users WHERE users.id = items.owner_id) WHERE owner_id IS NOT NULL";
 const EXPORT_USERS: &str = "SELECT id, username, username_key, password_hash, is_admin, disabled, created_at FROM users ORDER BY id";
 const EXPORT_TOKENS: &str =
     "SELECT id, user_id, name, token_hash, created_at, last_used_at FROM api_tokens ORDER BY id";
@@ -222,6 +224,12 @@ impl Store {
                     .await
                     .map_err(|e| self.failed(e))?;
             }
+            // The seller's name is kept with the item (schema 7); a backup carries the
+            // owner's id, and the users are in place by now.
+            sqlx::query(FILL_SELLERS)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.failed(e))?;
             if backend == Backend::Postgres {
                 sqlx::query(queries::FOLLOW_IDS)
                     .execute(&mut *tx)
