@@ -36,4 +36,8 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_account ON login_failures (username_key, at);
 CREATE INDEX login_failures_address ON login_failures (address, at);
 
+-- Who sells the item: owner_id decides who may change it, seller is their name as the
+-- list shows it (see PostgreSQL's migration 6 for why it is kept here). SQLite keeps the
+-- foreign key: its check takes no lock of its own (a writer holds the whole file).
 ALTER TABLE items ADD COLUMN owner_id INTEGER REFERENCES users (id);
+ALTER TABLE items ADD COLUMN seller TEXT;

@@ -127,7 +127,7 @@ pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
 }
 
 /// The columns of an `Item` (a macro, for `concat!`): the seller's name is kept with the
-/// item (migration 7), not looked up per row.
+/// item (migration 6), not looked up per row.
 macro_rules! item_columns {
     () => {
         "id, name, quantity, description, date_added, owner_id, seller"

@@ -224,7 +224,7 @@ impl Store {
                     .await
                     .map_err(|e| self.failed(e))?;
             }
-            // The seller's name is kept with the item (schema 7); a backup carries the
+            // The seller's name is kept with the item (schema 6); a backup carries the
             // owner's id, and the users are in place by now.
             sqlx::query(FILL_SELLERS)
                 .execute(&mut *tx)

@@ -1,6 +1,4 @@
--- What keeps a signed-in request as cheap as an anonymous one (docs/benchmarks.md).
---
--- 1. Tell the running instances when a session, an API token or a user changes, so that
+-- Tell the running instances when a session, an API token or a user changes, so that
 -- what they remember of them is forgotten at once (LISTEN shop_auth; src/db/auth_cache.rs):
 -- a logout, a revoked token, a disabled user or a password change takes effect on every
 -- instance of every host within the notification's delivery. Only adds: an older shop
@@ -39,19 +37,3 @@ CREATE TRIGGER api_tokens_emptied AFTER TRUNCATE ON api_tokens
 CREATE TRIGGER users_emptied AFTER TRUNCATE ON users
     FOR EACH STATEMENT EXECUTE FUNCTION shop_auth_changed();
 
--- 2. No foreign key from items.owner_id to users. Its check locks the seller's users row
--- (FOR KEY SHARE) in every insert: a seller's concurrent creates queue on that one row
--- and PostgreSQL builds a multixact for each, which cost a fifth of the insert rate
--- (pgbench, 32 clients: 18,000 → 14,300 inserts/s). shop never deletes a user (it
--- disables them) and a restore writes users and items together, so the key guarded only
--- against hand-written SQL; an item whose seller is gone shows none, and only an admin
--- may change it, as for items made before accounts.
-ALTER TABLE items DROP CONSTRAINT IF EXISTS items_owner_id_fkey;
-
--- 3. The seller's name kept with the item, as the list shows it: reading it from users for
--- every row cost a third of a 1,000-row page's time in the database (pgbench at 1,000,000
--- items: 4,400 → 2,950 pages/s). A username never changes, so the copy never goes stale;
--- owner_id stays the one that decides who may change the item.
-ALTER TABLE items ADD COLUMN seller TEXT;
-UPDATE items SET seller = (SELECT username FROM users WHERE users.id = items.owner_id)
-    WHERE owner_id IS NOT NULL;
