@@ -53,6 +53,14 @@ async fn sign_up_log_in_create_log_out(backend: Backend) {
     ];
     let form = ann.post(&shop.url("/"), &shop.url("/"), &fields).await;
     assert_eq!(form.status(), 303);
+    let logs = shop.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("event=\"item_created\"")
+            && l.contains("user=\"Ann\"")
+            && l.contains("item_id=")
+            && l.contains("POST / 303")),
+        "the request's own line says who created which item:\n{logs}"
+    );
 
     // The session made on one instance is honoured by another.
     let there = ann.get(&other_instance.url("/")).await;

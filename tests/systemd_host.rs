@@ -71,6 +71,27 @@ fn accounts_in_the_journal(host: &Container) {
             .any(|e| e["EVENT"] == "token_created" && e["USER"] == "journal-jo"),
         "the token's creation is logged"
     );
+    // An item created with the token: the request's own entry names who and which.
+    let created = host.net_sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {token}' \
+           -H 'Content-Type: application/json' -d '{{\"name\": \"Journal\", \"quantity\": 1, \"description\": \"x\"}}' \
+           http://127.0.0.1:8001/api/items"
+    ));
+    assert_eq!(created.trim(), "201");
+    wait_until(
+        "the create is in the journal",
+        Duration::from_secs(10),
+        || {
+            entries().iter().any(|e| {
+                e["EVENT"] == "item_created"
+                    && e["USER"] == "journal-jo"
+                    && e["ITEM_ID"].is_string()
+                    && e["MESSAGE"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("POST /api/items 201"))
+            })
+        },
+    );
     let journal = host.sh("journalctl -o json --no-pager");
     for secret in [
         session,

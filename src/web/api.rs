@@ -98,6 +98,9 @@ pub async fn update(
     allowed_to_change(&editor, &existing)?;
     let item = new_item(body)?;
     let item = state.store.update_item(existing.id, &item).await?;
+    if item.is_some() {
+        audit_item("item_updated", &editor, existing.id);
+    }
     item.map(Json).ok_or(AppError::NotFound("item"))
 }
 

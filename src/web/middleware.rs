@@ -70,11 +70,16 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .get::<MatchedPath>()
         .map_or("(no route)", |m| m.as_str())
         .to_owned();
+    // `event`, `user` and `item_id` are filled in by a change to an item
+    // (`auth::audit_item`), so that the request's one line is also its record.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id.0,
         method = %method,
         path = %path,
+        event = tracing::field::Empty,
+        user = tracing::field::Empty,
+        item_id = tracing::field::Empty,
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

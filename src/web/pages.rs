@@ -335,7 +335,10 @@ pub async fn update_item(
     let input = form.input();
     match input.validate() {
         Ok(item) => match state.store.update_item(id, &item).await? {
-            Some(item) => Ok(Redirect::to(&format!("/items/{}", item.id)).into_response()),
+            Some(item) => {
+                audit_item("item_updated", &editor.user, item.id);
+                Ok(Redirect::to(&format!("/items/{}", item.id)).into_response())
+            }
             None => Err(AppError::NotFound("item")),
         },
         Err(errors) => invalid_form(&state, &frame, FormPage::edit(id), &input, &errors),
