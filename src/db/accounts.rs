@@ -46,7 +46,7 @@ const CREATE_TOKEN: Sql = Sql::same(
      RETURNING id, name, created_at, last_used_at",
 );
 const TOKEN_USER: Sql = Sql::same(
-    "SELECT u.id, u.username, u.is_admin, u.disabled, t.id, t.last_used_at \
+    "SELECT u.id, u.username, u.is_admin, u.disabled, t.last_used_at \
      FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
 );
 const TOUCH_TOKEN: Sql = Sql::same("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2");
@@ -67,8 +67,8 @@ const DELETE_OLD_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE at 
 type UserRow = (i64, String, bool, bool);
 /// A user's columns, then the session's created and last-seen times.
 type SessionRow = (i64, String, bool, bool, DateTime<Utc>, DateTime<Utc>);
-/// A user's columns, then the token's id and last use.
-type TokenUserRow = (i64, String, bool, bool, i64, Option<DateTime<Utc>>);
+/// A user's columns, then the token's last use.
+type TokenUserRow = (i64, String, bool, bool, Option<DateTime<Utc>>);
 type TokenRow = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
 fn user((id, username, is_admin, disabled): UserRow) -> User {
@@ -97,11 +97,10 @@ pub struct TokenInfo {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-/// The user an API token belongs to, and the token's own id and last use.
+/// The user an API token belongs to, and the token's last use.
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
     pub user: User,
-    pub token_id: i64,
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -255,13 +254,10 @@ impl Store {
         }
         let ticket = cache.and_then(|c| c.ticket());
         let row: Option<TokenUserRow> = run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
-        let record = row.map(
-            |(id, name, admin, disabled, token_id, last_used_at)| TokenRecord {
-                user: user((id, name, admin, disabled)),
-                token_id,
-                last_used_at,
-            },
-        );
+        let record = row.map(|(id, name, admin, disabled, last_used_at)| TokenRecord {
+            user: user((id, name, admin, disabled)),
+            last_used_at,
+        });
         if let (Some(cache), Some(ticket), Some(record)) = (cache, ticket, &record) {
             cache.keep_token(ticket, token_hash, record);
         }

@@ -319,7 +319,6 @@ mod tests {
         let ticket = cache.ticket().unwrap();
         let token = TokenRecord {
             user: record(2).user,
-            token_id: 7,
             last_used_at: None,
         };
         cache.keep_token(ticket, "t", &token);
