@@ -86,14 +86,16 @@ async fn live_session(state: &AppState, id: &str) -> Result<Option<SignedIn>, Ap
     let Some(mut record) = state.store.session(&hash).await? else {
         return Ok(None);
     };
-    if idle_for(state, &record).is_none() {
+    let mut idle = idle_for(state, &record);
+    if idle.is_none() {
         // A remembered last visit may be behind another instance's: ask the database.
         match state.store.stored_session(&hash).await? {
             Some(stored) => record = stored,
             None => return Ok(None),
         }
+        idle = idle_for(state, &record);
     }
-    let Some(idle) = idle_for(state, &record) else {
+    let Some(idle) = idle else {
         state.store.delete_session(&hash).await?;
         return Ok(None);
     };
