@@ -37,7 +37,7 @@ pub use account::issue_token;
 pub use csrf::CsrfKey;
 pub use forwarded::TrustedProxies;
 pub use metrics::Metrics;
-use templates::{stylesheet_path, Templates, STYLESHEET};
+use templates::{stylesheet_path, Templates, FAVICON, FAVICON_PATH, STYLESHEET};
 
 use crate::accounts::password::Hasher;
 use crate::config::AccountSettings;
@@ -98,7 +98,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             get(pages::show_item).post(pages::update_item),
         )
         .route("/items/{id}/edit", get(pages::edit_item_form))
-        .route("/items/{id}/delete", post(pages::delete_item))
+        .route(
+            "/items/{id}/delete",
+            get(pages::delete_item_form).post(pages::delete_item),
+        )
         .route("/signup", get(account::signup_form).post(account::signup))
         .route("/login", get(account::login_form).post(account::login))
         .route("/logout", post(account::logout))
@@ -126,7 +129,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::render))
-        .route("/static/{file}", get(stylesheet))
+        .route("/static/{file}", get(static_file))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(
             ServiceBuilder::new()
@@ -142,13 +145,21 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 }
 
 /// The stylesheet, under its content-hashed name only.
-async fn stylesheet(Path(file): Path<String>) -> Response {
-    if format!("/static/{file}") != stylesheet_path() {
-        return StatusCode::NOT_FOUND.into_response();
+async fn static_file(Path(file): Path<String>) -> Response {
+    let path = format!("/static/{file}");
+    if path == stylesheet_path() {
+        let headers = [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ];
+        (headers, STYLESHEET).into_response()
+    } else if path == FAVICON_PATH {
+        let headers = [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ];
+        (headers, FAVICON).into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
     }
-    let headers = [
-        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-    ];
-    (headers, STYLESHEET).into_response()
 }

@@ -345,6 +345,21 @@ pub async fn update_item(
     }
 }
 
+/// `GET /items/{id}/delete`: asks to confirm (for who may delete it); its form posts
+/// below.
+pub async fn delete_item_form(
+    State(state): State<AppState>,
+    ExistingItem(item): ExistingItem,
+    editor: SignedIn,
+    Extension(frame): Extension<Frame>,
+) -> Result<Html<String>, AppError> {
+    allowed_to_change(&editor.user, &item)?;
+    let mut context = tera::Context::new();
+    frame.insert_into(&mut context);
+    context.insert("item", &ItemView::from(&item));
+    Ok(Html(state.templates.render("delete.html", &context)?))
+}
+
 /// `POST /items/{id}/delete`: delete and go back to the list.
 pub async fn delete_item(
     State(state): State<AppState>,

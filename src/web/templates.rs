@@ -7,6 +7,10 @@ use super::cache::Fnv1a;
 
 pub const STYLESHEET: &str = include_str!("templates/shop.css");
 
+/// The shop's icon, at a fixed name: browsers ask for it once and keep it a day.
+pub const FAVICON: &str = include_str!("templates/favicon.svg");
+pub const FAVICON_PATH: &str = "/static/favicon.svg";
+
 /// Where the stylesheet is served: its name carries a hash of its content, so it can be
 /// cached for good and a new version is fetched under its new name.
 pub fn stylesheet_path() -> &'static str {
@@ -39,6 +43,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("form.html", include_str!("templates/form.html")),
     ("list.html", include_str!("templates/list.html")),
     ("item.html", include_str!("templates/item.html")),
+    ("delete.html", include_str!("templates/delete.html")),
     ("error.html", include_str!("templates/error.html")),
     (
         "credentials.html",

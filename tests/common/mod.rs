@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ansible;
+pub mod browser;
 pub mod container;
 pub mod deb;
 pub mod load;
