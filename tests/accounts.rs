@@ -53,13 +53,20 @@ async fn sign_up_log_in_create_log_out(backend: Backend) {
     ];
     let form = ann.post(&shop.url("/"), &shop.url("/"), &fields).await;
     assert_eq!(form.status(), 303);
-    let logs = shop.logs();
+    // (The request's line is written as its answer leaves, so it may come a moment
+    // after the answer arrives.)
+    let audited = || {
+        shop.logs().lines().any(|l| {
+            l.contains("event=\"item_created\"")
+                && l.contains("user=\"Ann\"")
+                && l.contains("item_id=")
+                && l.contains("POST / 303")
+        })
+    };
     assert!(
-        logs.lines().any(|l| l.contains("event=\"item_created\"")
-            && l.contains("user=\"Ann\"")
-            && l.contains("item_id=")
-            && l.contains("POST / 303")),
-        "the request's own line says who created which item:\n{logs}"
+        common::poll_until(std::time::Duration::from_secs(2), audited),
+        "the request's own line says who created which item:\n{}",
+        shop.logs()
     );
 
     // The session made on one instance is honoured by another.
@@ -232,6 +239,11 @@ async fn only_the_seller_or_an_admin_changes_an_item(backend: Backend) {
     assert_eq!(
         bob.get(&shop.url(&format!("{page}/edit"))).await.status(),
         403
+    );
+    assert_eq!(
+        bob.get(&shop.url(&format!("{page}/delete"))).await.status(),
+        403,
+        "nor may bob open the page that asks to confirm a delete"
     );
     let edit = bob
         .post(

@@ -434,7 +434,26 @@ async fn edit_and_delete_pages(backend: Backend) {
             .status(),
         403
     );
-    let response = post_form(&http, &shop.url("/items/1/delete"), &session, &[]).await;
+    // Deleting asks first, on a page of its own whose form posts the delete.
+    let confirm = seller.open_form(&shop.url("/items/1/delete")).await;
+    let page = seller
+        .get(&shop.url("/items/1/delete"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<h1>Delete “New name”?</h1>")
+            && page.contains("<form method=\"post\" action=\"/items/1/delete\"")
+            && page.contains("<a href=\"/items/1\" class=\"button\">Keep it</a>"),
+        "{page}"
+    );
+    assert_eq!(
+        get_text(&shop.url("/items/1")).await.0,
+        200,
+        "asking deletes nothing"
+    );
+    let response = post_form(&http, &shop.url("/items/1/delete"), &confirm, &[]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/items");
     assert_eq!(get_text(&shop.url("/items/1")).await.0, 404);
