@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::ansible::{ansible, deploy, deploy_fresh_host, repo, run_playbook, said, Layout};
 use common::container::{unix_now, Answer, Answers, Container, Netns, Platform};
 use common::deb::Debs;
+use common::tls;
 use common::wait_until;
 
 #[test]
@@ -169,6 +170,63 @@ fn the_templates_serve_one_host_and_several() {
     );
 }
 
+/// testssl.sh on the default HTTPS site (the role's self-signed certificate, trusted as the
+/// copy the playbook fetched): nothing HIGH or CRITICAL but what no self-signed certificate
+/// can have, a revocation list or OCSP responder (the several-hosts test grades the same
+/// site with a CA's certificate: nothing at all).
+fn the_self_signed_site_grades_as_well_as_it_can(host: &Container, home: &Path) {
+    let ca = common::ansible::credentials(home).join("testhost-https.crt");
+    let findings = tls::grade(&host.network(), "localhost", "127.0.0.1", &ca);
+    println!("testssl.sh findings (LOW and worse) on the self-signed site:");
+    for finding in &findings {
+        println!("  {finding}");
+    }
+    let serious: Vec<_> = tls::serious(&findings)
+        .into_iter()
+        .filter(|f| f.id != "cert_revocation")
+        .collect();
+    assert!(
+        serious.is_empty(),
+        "testssl.sh rates these HIGH or CRITICAL: {serious:#?}"
+    );
+    let days = host.sh("openssl x509 -noout -in /etc/nginx/shop-tls/shop.crt -startdate -enddate");
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.id.starts_with("cert_validityPeriod")),
+        "a self-signed certificate lives at most 398 days: {days}"
+    );
+}
+
+/// A host deployed by the role's first versions has a ten-year self-signed certificate:
+/// the next run makes a new one (at most 398 days), nginx serves it, and the copy on the
+/// control machine is the new one.
+fn a_ten_year_certificate_is_made_again(host: &Container, home: &Path, deb: &Path) {
+    host.sh(
+        "cd /etc/nginx/shop-tls && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+         -nodes -sha256 -days 3650 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+         -keyout shop.key -out shop.crt 2>/dev/null && systemctl reload nginx",
+    );
+    assert!(
+        deploy(host, home, deb, &[]) > 0,
+        "the certificate is made again"
+    );
+    let lasts = host.sh(
+        "openssl x509 -noout -in /etc/nginx/shop-tls/shop.crt -checkend $((398 * 86400)) >/dev/null \
+         && echo 'over 398 days' || echo 'at most 398 days'",
+    );
+    assert_eq!(lasts.trim(), "at most 398 days");
+    let ca = common::ansible::credentials(home).join("testhost-https.crt");
+    let served = host
+        .network()
+        .with_curl_options(&["--cacert", ca.to_str().unwrap()])
+        .http_get("https://127.0.0.1/healthz");
+    assert_eq!(
+        served.0, 200,
+        "nginx serves the new certificate, the fetched copy trusts it"
+    );
+}
+
 #[test]
 #[ignore = "Ansible tier: ansible from target/tools (and root for a host); tests/run runs it"]
 fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
@@ -179,6 +237,7 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     };
     let deployed = deploy_fresh_host(Platform::BOOKWORM_AMD64, &debs.new, layout);
     let (host, home, web) = (&deployed.host, deployed.home.path(), &deployed.web);
+    the_self_signed_site_grades_as_well_as_it_can(host, home);
     prometheus_scrapes_the_instances(host, web);
     fetch_backup_brings_a_fresh_backup_home(host, home, &debs.new);
     assert_eq!(
@@ -193,6 +252,7 @@ fn a_fresh_host_is_deployed_idempotently_and_upgraded_under_load() {
     load.stop().assert_all_ok("the upgrade", 50);
     let version = host.sh("dpkg-query -W -f '${Version}' shop");
     assert_eq!(version, common::deb::deb_field(&debs.newer, "Version"));
+    a_ten_year_certificate_is_made_again(host, home, &debs.newer);
     a_lost_database_is_restored_from_its_backup(host, web);
 
     database_outage_under_load(host, web);

@@ -220,11 +220,22 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        response.headers()["content-encoding"],
-        "gzip",
-        "HTML is compressed"
+    assert!(
+        response.headers().get("content-encoding").is_none(),
+        "pages are not compressed: they hold the form token and echo the search (BREACH)"
     );
+    let headers = response.headers().clone();
+    for name in [
+        "content-security-policy",
+        "x-content-type-options",
+        "referrer-policy",
+    ] {
+        assert_eq!(
+            headers.get_all(name).iter().count(),
+            1,
+            "shop's {name}, once: nginx adds none of its own"
+        );
+    }
     let html = reqwest::get(format!("{}/items", site.url))
         .await
         .unwrap()
@@ -239,8 +250,18 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
         .next()
         .unwrap()
         .to_owned();
-    let response = http.get(format!("{}{css}", site.url)).send().await.unwrap();
+    let response = http
+        .get(format!("{}{css}", site.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-encoding"],
+        "gzip",
+        "the stylesheet is compressed"
+    );
     assert_eq!(
         response.headers()["cache-control"],
         "public, max-age=31536000, immutable"
@@ -259,6 +280,7 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
     // have answered 422: these sign-ups are refused for a too short password).
     let signup = open_form(&http, &format!("{}/signup", site.url)).await;
     let mut statuses = Vec::new();
+    let mut nginx_answer = None;
     for n in 0..45 {
         let name = format!("flood{n}");
         let response = post_form(
@@ -269,6 +291,21 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
         )
         .await;
         statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            nginx_answer = Some(response.headers().clone());
+        }
+    }
+    let nginx_answer = nginx_answer.expect("a 429 from nginx");
+    for name in [
+        "content-security-policy",
+        "x-content-type-options",
+        "referrer-policy",
+    ] {
+        assert_eq!(
+            nginx_answer.get(name),
+            headers.get(name),
+            "nginx's own answers carry shop's {name}"
+        );
     }
     assert_eq!(
         statuses[0], 422,

@@ -2,9 +2,11 @@
 //! host, each a Debian 12 systemd-nspawn container, on a private network the test makes
 //! (a bridge and veth pairs in network namespaces of its own), deployed by the playbook
 //! from one inventory, the database password from Ansible Vault. Then, as a person
-//! would check it: the site over HTTPS with its self-signed certificate, served by both
-//! app hosts from PostgreSQL on the database host; every hop guarded (PostgreSQL over
-//! TLS only, the firewall refusing everyone else); a second run that changes nothing;
+//! would check it: the site over HTTPS (HTTP/2) with a certificate given in the inventory
+//! (issued by a CA the test makes, as a public CA would), graded by testssl.sh with no
+//! finding rated HIGH or CRITICAL, served by both app hosts from PostgreSQL on the
+//! database host; every hop guarded (PostgreSQL over TLS only, the firewall refusing
+//! everyone else); a second run that changes nothing;
 //! a newer package rolled over both app hosts under load, and one app host powered off
 //! under load, with no failed request.
 
@@ -17,6 +19,7 @@ use common::ansible::{ansible, browse_over_https, credentials, run_playbook_on, 
 use common::container::{Container, Image, MirrorRelay, Netns};
 use common::deb::{deb_field, Debs};
 use common::network::TestNetwork;
+use common::tls::{self, TestCa};
 
 /// The test network's addresses: SUBNET.1 is the outsider (the browser).
 const SUBNET: &str = "10.77.0";
@@ -24,6 +27,10 @@ const SUBNET: &str = "10.77.0";
 const SITE: &str = "shop.test";
 /// The first admin's password, kept in Ansible Vault too.
 const ADMIN_PASSWORD: &str = "vault kept admin phrase";
+
+/// Where the web host keeps the site's certificate (full chain) and key, as certbot would.
+const CERTIFICATE: &str = "/etc/ssl/shop-site/fullchain.pem";
+const CERTIFICATE_KEY: &str = "/etc/ssl/shop-site/privkey.pem";
 
 /// The database password, kept in Ansible Vault: characters a URL must escape included.
 const DB_PASSWORD: &str = "vault kept/p@ss:1";
@@ -65,6 +72,8 @@ struct Site {
     _relays: Vec<MirrorRelay>,
     network: TestNetwork,
     home: tempfile::TempDir,
+    /// Who issued the site's certificate.
+    ca: TestCa,
 }
 
 impl Site {
@@ -84,7 +93,12 @@ impl Site {
             _relays: relays,
             network,
             home: tempfile::tempdir().unwrap(),
+            ca: TestCa::new(),
         };
+        let issued = site.ca.issue(SITE);
+        let web = site.host("web");
+        web.copy_in(&issued.chain, CERTIFICATE, 0o644);
+        web.copy_in(&issued.key, CERTIFICATE_KEY, 0o600);
         site.write_inventory();
         site.write_vault();
         site
@@ -108,7 +122,10 @@ impl Site {
             for (role, host) in HOSTS.iter().zip(&self.hosts) {
                 if role.group == group {
                     let extra = if group == "shop_web" {
-                        format!(" shop_server_name={SITE}")
+                        format!(
+                            " shop_server_name={SITE} shop_tls_certificate={CERTIFICATE} \
+                             shop_tls_certificate_key={CERTIFICATE_KEY}"
+                        )
                     } else {
                         String::new()
                     };
@@ -162,10 +179,10 @@ impl Site {
         run_playbook_on(&hosts, self.home.path(), "deploy.yml", deb, extra)
     }
 
-    /// The outsider's network, where curl trusts the site's self-signed certificate (the
-    /// copy the playbook fetched) and finds the site's name at the web host.
+    /// The outsider's network, where curl trusts the CA that issued the site's certificate
+    /// and finds the site's name at the web host.
     fn browser(&self) -> Netns {
-        let ca = credentials(self.home.path()).join("web-https.crt");
+        let ca = self.ca.certificate();
         let web = self.address("web");
         self.network.outsider().with_curl_options(&[
             "--cacert",
@@ -194,6 +211,7 @@ fn four_hosts_over_tls_upgraded_and_one_app_host_lost_under_load() {
     );
 
     the_site_is_served_over_https_by_both_app_hosts(&site);
+    the_tls_grade_has_no_high_finding(&site);
     postgresql_takes_only_tls_from_the_app_hosts(&site);
     the_firewall_refuses_everyone_else(&site);
     assert_eq!(
@@ -226,7 +244,31 @@ fn the_site_is_served_over_https_by_both_app_hosts(site: &Site) {
         .http_get(&format!("https://{}/", site.address("web")));
     assert_eq!(
         status, 0,
-        "curl trusts the self-signed certificate only when told to"
+        "curl trusts the test CA's certificate only when told to"
+    );
+    assert!(
+        !credentials(site.home.path()).join("web-https.crt").exists(),
+        "with a certificate given, the role makes and fetches no self-signed one"
+    );
+}
+
+/// Debian's testssl.sh on the site, from the outsider's network: nothing rated HIGH or
+/// CRITICAL (the anchor is Mozilla's "intermediate" configuration).
+fn the_tls_grade_has_no_high_finding(site: &Site) {
+    let findings = tls::grade(
+        &site.network.outsider(),
+        SITE,
+        &site.address("web"),
+        &site.ca.certificate(),
+    );
+    println!("testssl.sh findings (LOW and worse) on https://{SITE}/:");
+    for finding in &findings {
+        println!("  {finding}");
+    }
+    let serious = tls::serious(&findings);
+    assert!(
+        serious.is_empty(),
+        "testssl.sh rates these HIGH or CRITICAL: {serious:#?}"
     );
 }
 

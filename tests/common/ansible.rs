@@ -186,8 +186,8 @@ pub fn run_playbook_on(
 }
 
 /// What a browser sees of the HTTPS front at `https://NAME/`, from `net` (whose curl
-/// trusts the site's certificate and finds NAME): plain HTTP redirected to HTTPS, HSTS, a
-/// Secure form cookie, a sign-up whose session cookie is `__Host-` and Secure, a form
+/// trusts the site's certificate and finds NAME): plain HTTP redirected to HTTPS, HSTS,
+/// HTTP/2, pages not compressed (BREACH), a Secure form cookie, a sign-up whose session cookie is `__Host-` and Secure, a form
 /// posted signed in, the new item `item` listed. The instances that answered 30 requests
 /// (X-Shop-Instance).
 pub fn browse_over_https(net: &Netns, name: &str, item: &str) -> Vec<String> {
@@ -197,6 +197,8 @@ pub fn browse_over_https(net: &Netns, name: &str, item: &str) -> Vec<String> {
         curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}\n' http://{name}/items
         curl -s -D headers -c jar https://{name}/signup > /dev/null
         tr -d '\r' < headers | grep -ci '^strict-transport-security: max-age=[1-9]'
+        curl -s -o /dev/null -w '%{{http_version}}\n' https://{name}/items
+        curl -s -o /dev/null -D - -H 'accept-encoding: gzip' https://{name}/items | tr -d '\r' | grep -ci '^content-encoding:'
         tr -d '\r' < headers | grep -ci '^set-cookie: shop_csrf=.*; Secure$'
         echo "$(sign_up https://{name} {seller}) $(tr -d '\r' < signup-headers | grep -ci '^set-cookie: __Host-shop_session=[0-9a-f]*; Path=/; HttpOnly; SameSite=Lax; Secure$')"
         curl -s -b jar -c jar https://{name}/ > form.html
@@ -210,17 +212,22 @@ pub fn browse_over_https(net: &Netns, name: &str, item: &str) -> Vec<String> {
     let expected = [
         format!("301 https://{name}/items"),
         "1".into(),
+        "2".into(),
+        "0".into(),
         "1".into(),
         "303 1".into(),
         format!("303 https://{name}/items"),
         "1".into(),
     ];
     assert_eq!(
-        lines[..lines.len().min(6)],
+        lines[..lines.len().min(expected.len())],
         expected,
-        "HTTP redirected to HTTPS, HSTS, a Secure cookie, a sign-up with a __Host- Secure session cookie, 303 to the list, the item listed"
+        "HTTP redirected to HTTPS, HSTS, HTTP/2, the page not compressed, a Secure cookie, a sign-up with a __Host- Secure session cookie, 303 to the list, the item listed"
     );
-    lines[6..].iter().map(|l| (*l).to_owned()).collect()
+    lines[expected.len()..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
 }
 
 /// The ports of the instances whose sockets are active or enabled on `host`.

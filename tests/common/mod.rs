@@ -14,6 +14,7 @@ pub mod notify;
 pub mod postgres;
 pub mod prometheus;
 pub mod shop;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -67,7 +67,11 @@ pub fn prefix(site: &str, upstream: &str) -> tempfile::TempDir {
     for sub in ["snippets", "sites", "tmp"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
-    for snippet in ["shop-locations.conf", "shop-proxy.conf"] {
+    for snippet in [
+        "shop-headers.conf",
+        "shop-locations.conf",
+        "shop-proxy.conf",
+    ] {
         std::fs::write(d.join("snippets").join(snippet), source(snippet)).unwrap();
     }
     std::fs::write(d.join("snippets/shop-upstream.conf"), upstream).unwrap();
