@@ -166,6 +166,38 @@ impl Drop for Step {
     }
 }
 
+/// The package's nginx site, enabled as its first lines say: it passes `nginx -t` with the
+/// snippets the package installs and serves the instances' pages, with shop's security
+/// headers once each; nginx's own answers (403 for /metrics) carry them too. Then it is
+/// switched off again.
+fn the_packages_nginx_site_serves_the_instances(host: &Container) {
+    host.sh("rm -f /etc/nginx/sites-enabled/default \
+         && ln -s ../sites-available/shop /etc/nginx/sites-enabled/shop \
+         && nginx -t 2>&1 && systemctl restart nginx");
+    let headers = |path: &str| {
+        host.net_sh(&format!(
+            "curl -s -o /dev/null -D - http://127.0.0.1{path} | tr -d '\\r' | tr A-Z a-z"
+        ))
+    };
+    let page = headers("/items");
+    for name in [
+        "content-security-policy:",
+        "x-content-type-options:",
+        "referrer-policy:",
+    ] {
+        assert_eq!(page.matches(name).count(), 1, "{name} once:\n{page}");
+    }
+    assert!(page.contains("x-shop-instance:"), "{page}");
+    let metrics = headers("/metrics");
+    assert!(
+        metrics.starts_with("http/1.1 403")
+            && metrics.contains("content-security-policy: default-src 'none';")
+            && metrics.contains("x-content-type-options: nosniff"),
+        "nginx's own 403 carries them too:\n{metrics}"
+    );
+    host.sh("rm /etc/nginx/sites-enabled/shop && systemctl stop nginx");
+}
+
 /// The package's whole life on a real systemd host of `platform`.
 pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     let step = Step::start(platform, "boot the host");
@@ -280,6 +312,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     drop(step);
 
     backups_on_the_host(&host, platform, &upgrade);
+    the_packages_nginx_site_serves_the_instances(&host);
 
     // Back to the older package: it runs on the newer schema (migrations only add).
     let step = Step::start(platform, "downgrade to the older package");
