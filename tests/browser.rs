@@ -57,13 +57,17 @@ fn tab() -> String {
     Key::Tab.to_string()
 }
 
-/// The checks find what they look for: a field without a label, a console error and
-/// a control too wide for the phone, put on the page for a moment.
+/// The checks find what they look for: a field without a label, a console error, an
+/// inline style the Content-Security-Policy refuses, and a control too wide for the
+/// phone, put on the page for a moment.
 async fn audit_can_fail(b: &Browser) {
     let spoil = r#"const field = document.createElement('input');
         field.id = 'spoiled';
         field.style.width = '600px';
         document.querySelector('main').append(field);
+        const style = document.createElement('style');
+        style.textContent = 'main { color: red; }';
+        document.head.append(style);
         console.error('spoiled on purpose');"#;
     b.client.execute(spoil, vec![]).await.unwrap();
     b.use_screen(PHONE).await;
@@ -82,6 +86,12 @@ async fn audit_can_fail(b: &Browser) {
     assert!(
         console.iter().any(|m| m.contains("spoiled on purpose")),
         "{console:?}"
+    );
+    assert!(
+        console
+            .iter()
+            .any(|m| m.contains("Content Security Policy")),
+        "the refused inline style is reported: {console:?}"
     );
     b.use_screen(DESKTOP).await;
     b.reload().await;
