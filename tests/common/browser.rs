@@ -3,6 +3,8 @@
 //! fantoccini client. Also what the tests ask of a page: its console (where Chromium
 //! reports CSP violations), axe-core's audit (injected from `target/tools/axe`), how it
 //! fits a phone's screen, and screenshots under `target/screenshots/`.
+//! Only tests/browser.rs includes it (`#[path]`), so the other test binaries do not
+//! compile the WebDriver client.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +14,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use super::{free_port, poll_until, stop_child};
+use crate::common::{free_port, poll_until, stop_child};
 
 /// The two screens every page is looked at on.
 pub const DESKTOP: Screen = Screen {

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod ansible;
-pub mod browser;
 pub mod container;
 pub mod deb;
 pub mod load;
