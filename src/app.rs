@@ -337,6 +337,11 @@ pub async fn check(settings: Settings, file: Option<PathBuf>) -> bool {
                 .await
                 .unwrap_or_else(|e| format!("version unknown: {e}"));
             println!("  reachable:     yes — {version}");
+            let server = store
+                .connected_to()
+                .await
+                .unwrap_or_else(|e| format!("unknown: {e}"));
+            println!("  connected to:  {server}");
             ok &= report_migrations(&store, settings.database.migrate_on_start).await;
             store.close().await;
         }

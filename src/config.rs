@@ -62,6 +62,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a database connection before it gets 503.
     pub acquire_timeout_secs: u64,
+    /// How long a request waits for the database's answer before it gets 503 (and the
+    /// database counts as lost until the probe reaches it again).
+    pub query_timeout_secs: u64,
     /// Apply pending migrations when `shop serve` starts.
     pub migrate_on_start: bool,
     /// How long `shop serve` keeps retrying an unreachable database at start.
@@ -258,6 +261,10 @@ impl Settings {
                 "database.acquire_timeout_secs",
                 self.database.acquire_timeout_secs,
             ),
+            (
+                "database.query_timeout_secs",
+                self.database.query_timeout_secs,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1".into());
@@ -316,6 +323,7 @@ impl DatabaseSettings {
         PoolSize {
             max_connections: self.max_connections,
             acquire_timeout: Duration::from_secs(self.acquire_timeout_secs),
+            query_timeout: Duration::from_secs(self.query_timeout_secs),
         }
     }
 
@@ -385,6 +393,7 @@ trusted_proxies = ["127.0.0.1", "::1"]
 url = "sqlite:shop.db"
 max_connections = 8
 acquire_timeout_secs = 1
+query_timeout_secs = 5
 migrate_on_start = true
 startup_wait_secs = 1
 

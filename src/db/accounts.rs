@@ -172,7 +172,7 @@ impl Store {
     /// The session with this hash and its user: remembered (PostgreSQL, while changes are
     /// heard), else read and remembered.
     pub async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let cache = self.auth.as_ref().map(|feed| &feed.cache);
+        let cache = self.auth.as_deref();
         if let Some(record) = cache.and_then(|c| c.session(id_hash)) {
             return Ok(Some(record));
         }
@@ -248,7 +248,7 @@ impl Store {
 
     /// The API token with this hash and its user: remembered, else read (as `session`).
     pub async fn token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let cache = self.auth.as_ref().map(|feed| &feed.cache);
+        let cache = self.auth.as_deref();
         if let Some(record) = cache.and_then(|c| c.token(token_hash)) {
             return Ok(Some(record));
         }

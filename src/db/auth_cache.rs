@@ -31,33 +31,43 @@ impl Store {
     /// Forget what `change` names in this process at once (its own writes; other
     /// processes hear of them from the triggers).
     pub(super) fn forget(&self, change: &Change) {
-        if let Some(feed) = &self.auth {
-            feed.cache.forget(change);
+        if let Some(cache) = &self.auth {
+            cache.forget(change);
         }
     }
 
     /// PostgreSQL: whether changes are heard, and how many sessions and tokens are
     /// remembered (for `/metrics`).
     pub fn auth_cache_stats(&self) -> Option<(bool, usize, usize)> {
-        self.auth.as_ref().map(|feed| feed.cache.stats())
+        self.auth.as_ref().map(|cache| cache.stats())
     }
 
     /// Hear migration 7's notifications for as long as the process runs, and forward them
     /// to the cache (PostgreSQL; returns at once on SQLite). While the listener is not
-    /// connected, the cache keeps nothing and every lookup reads the database.
+    /// connected, the cache keeps nothing and every lookup reads the database. When the
+    /// primary moves to another host, it listens there (the old one hears no writes).
     pub async fn listen_for_auth_changes(self) {
-        let Some(feed) = self.auth.clone() else {
+        let (Some(cache), Some(hosts)) = (self.auth.clone(), self.hosts.clone()) else {
             return;
         };
+        let mut moved = hosts.watch();
         loop {
+            moved.mark_unchanged();
+            let Some(pool) = self.listener_pool() else {
+                return;
+            };
             // Ok: it was listening until the connection was lost; Err: it never got there
             // (the database is down, or not migrated yet), which the store reports itself.
-            if let Ok(why) = listen(&feed.listener_pool, &feed.cache).await {
+            let heard = tokio::select! {
+                heard = listen(&pool, &cache) => heard,
+                _ = moved.changed() => Ok("the primary moved to another host".to_owned()),
+            };
+            if let Ok(why) = heard {
                 tracing::warn!(
                     "no longer hearing session and token changes ({why}): signed-in requests read the database until the listener is back"
                 );
             }
-            feed.cache.deaf();
+            cache.deaf();
             tokio::time::sleep(LISTEN_AGAIN_AFTER).await;
         }
     }

@@ -149,14 +149,15 @@ pub fn classify(error: &sqlx::Error) -> Failure {
     }
 }
 
-/// A PostgreSQL SQLSTATE: class 08 (connection exception) and 57P01–57P03 (the server
-/// shutting down, crashed or starting) mean unreachable; class 53 (insufficient
+/// A PostgreSQL SQLSTATE: class 08 (connection exception), 57P01–57P03 (the server
+/// shutting down, crashed or starting) and 25006 (a read-only transaction: the host is a
+/// standby now, the primary is elsewhere) mean unreachable; class 53 (insufficient
 /// resources: disk full, out of memory, too many connections) and 57014 (a statement
 /// cancelled) mean busy.
 pub fn postgres_failure(sqlstate: &str) -> Failure {
     match sqlstate {
         s if s.starts_with("08") => Failure::Unreachable,
-        "57P01" | "57P02" | "57P03" => Failure::Unreachable,
+        "57P01" | "57P02" | "57P03" | "25006" => Failure::Unreachable,
         s if s.starts_with("53") => Failure::Busy,
         "57014" => Failure::Busy,
         _ => Failure::Other,
@@ -183,6 +184,7 @@ mod tests {
             ("08006", Failure::Unreachable), // connection failure
             ("57P01", Failure::Unreachable), // admin shutdown (systemctl stop postgresql)
             ("57P03", Failure::Unreachable), // the database system is starting up
+            ("25006", Failure::Unreachable), // read-only transaction: demoted to a standby
             ("53300", Failure::Busy),        // too many connections
             ("53100", Failure::Busy),        // disk full
             ("42501", Failure::Other),       // insufficient privilege: a missing GRANT

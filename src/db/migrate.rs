@@ -45,7 +45,7 @@ impl MigrationState {
 
 impl Store {
     fn migrator(&self) -> &'static Migrator {
-        match self.pool {
+        match self.pool() {
             Pool::Postgres(_) => &POSTGRES,
             Pool::Sqlite(_) => &SQLITE,
         }
@@ -60,7 +60,7 @@ impl Store {
     /// lock; SQLite has none, so an exclusive `flock` on a lock file next to the database
     /// (`shop.db.migrate-lock`) does the same there.
     pub async fn migrate(&self) -> StoreResult<()> {
-        match &self.pool {
+        match &self.pool() {
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 // Closed, not returned to the pool: a session lock must not outlive this run.

@@ -1,21 +1,24 @@
 //! One `Store` that the handlers call, whichever database is behind it. The SQL of the
 //! PostgreSQL and SQLite halves stands side by side in `queries`, so a reader sees that
 //! they match; connecting and migrating live in `migrate`; whether the database answers
-//! (and what a failure means) in `availability`.
+//! (and what a failure means) in `availability`; which of several PostgreSQL hosts is
+//! the primary in `primary`.
 
 mod accounts;
 mod auth_cache;
 mod availability;
 mod migrate;
+mod primary;
 mod queries;
 mod snapshot;
 mod url;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 use tracing::instrument::WithSubscriber;
@@ -28,6 +31,7 @@ use auth_cache::AuthCache;
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use migrate::MigrationState;
+use primary::Hosts;
 use queries::{run, Filter, Start};
 pub use snapshot::{Accounts, BackupRow, BackupToken, BackupUser, Record};
 use url::Target;
@@ -36,18 +40,24 @@ pub use url::{Backend, DatabaseUrl};
 /// The item store: a pool of either backend, and whether its database answers.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: Pool,
+    /// Replaced (never changed) when the primary moves to another host: the old pool's
+    /// connections to a powered-off host may hang until TCP gives up, and must not hold
+    /// the new pool's places meanwhile.
+    pools: Arc<RwLock<Pools>>,
     availability: Arc<Availability>,
-    /// PostgreSQL: remembered sessions and tokens, and the listener that hears changes.
-    auth: Option<AuthFeed>,
+    /// PostgreSQL: remembered sessions and tokens (their listener connects apart).
+    auth: Option<Arc<AuthCache>>,
+    /// PostgreSQL: the URL's hosts, and which one the pools point at.
+    hosts: Option<Arc<Hosts>>,
+    size: PoolSize,
 }
 
-/// Sessions and tokens remembered between requests, and the one-connection pool the
-/// listener of their changes connects through (apart from the requests' pool).
+/// The requests' pool, and (PostgreSQL) the one-connection pool the listener of session
+/// and token changes connects through.
 #[derive(Clone, Debug)]
-struct AuthFeed {
-    cache: Arc<AuthCache>,
-    listener_pool: PgPool,
+struct Pools {
+    requests: Pool,
+    listener: Option<PgPool>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,36 +107,30 @@ const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// How many connections a store keeps, and how long a request waits for one.
+/// How many connections a store keeps, how long a request waits for one, and how long
+/// for the database's answer.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSize {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// A host powered off mid-query answers nothing, not even a reset: without a bound
+    /// the request would wait for TCP to give up (a quarter of an hour).
+    pub query_timeout: Duration,
 }
 
 impl Store {
     /// A pool for `url`, without connecting: the first query (or `Store::reach`) does.
-    /// Creates the SQLite file when it first connects.
+    /// Creates the SQLite file when it first connects. With several PostgreSQL hosts, the
+    /// pools point at the first until `reach` finds which is the primary.
     pub fn connect(url: &DatabaseUrl, size: PoolSize) -> Store {
-        let mut auth = None;
-        let pool = match url.target().clone() {
-            Target::Postgres(options) => {
-                auth = Some(AuthFeed {
-                    cache: Arc::default(),
-                    listener_pool: PgPoolOptions::new()
-                        .max_connections(1)
-                        .acquire_timeout(size.acquire_timeout)
-                        .connect_lazy_with(options.clone().application_name("shop-listener")),
-                });
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(size.max_connections)
-                        .acquire_timeout(size.acquire_timeout)
-                        .connect_lazy_with(options.application_name("shop")),
-                )
+        let (pools, auth, hosts) = match url.target().clone() {
+            Target::Postgres(each) => {
+                let hosts = Hosts::new(each);
+                let pools = postgres_pools(hosts.options(0), size);
+                (pools, Some(Arc::default()), Some(Arc::new(hosts)))
             }
             Target::Sqlite(options) => {
-                let options = options
+                let options = (*options)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     // Writers of other instances queue on the file: give them time.
@@ -136,23 +140,82 @@ impl Store {
                     // caches the file for every connection at once, and eight 2 MiB caches
                     // filled by a scan took an instance from 17 to 35 MiB.
                     .pragma("cache_size", "-512");
-                Pool::Sqlite(
+                let requests = Pool::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(size.max_connections)
                         .acquire_timeout(size.acquire_timeout)
                         .connect_lazy_with(options),
-                )
+                );
+                let pools = Pools {
+                    requests,
+                    listener: None,
+                };
+                (pools, None, None)
             }
         };
         Store {
-            pool,
+            pools: Arc::new(RwLock::new(pools)),
             availability: Arc::new(Availability::starting()),
             auth,
+            hosts,
+            size,
         }
     }
 
+    /// The requests' pool as it is now (a clone: pools are shared handles).
+    fn pool(&self) -> Pool {
+        self.pools.read().expect("pools lock").requests.clone()
+    }
+
+    /// The auth listener's pool as it is now (PostgreSQL).
+    fn listener_pool(&self) -> Option<PgPool> {
+        self.pools.read().expect("pools lock").listener.clone()
+    }
+
+    /// Several PostgreSQL hosts: find the primary and, when it is not the host the pools
+    /// point at, point them at it (new pools; the old ones go with their connections).
+    async fn follow_primary(&self) -> StoreResult<()> {
+        let Some(hosts) = self.hosts.as_ref().filter(|h| h.several()) else {
+            return Ok(());
+        };
+        let found = hosts
+            .find_primary()
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let was = hosts.current();
+        if found != was {
+            *self.pools.write().expect("pools lock") =
+                postgres_pools(hosts.options(found), self.size);
+            hosts.set_current(found);
+            tracing::warn!(
+                primary = %hosts.name(found),
+                "the database primary is now {} (was {}): connecting there",
+                hosts.name(found),
+                hosts.name(was)
+            );
+        }
+        Ok(())
+    }
+
+    /// Run `query` for at most the query timeout: a host that stopped answering counts as
+    /// lost (an I/O error), like one that reset the connection.
+    async fn bounded<T>(
+        &self,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let limit = self.size.query_timeout;
+        tokio::time::timeout(limit, query)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from the database within {} s", limit.as_secs()),
+                )))
+            })
+    }
+
     pub fn backend(&self) -> Backend {
-        match self.pool {
+        match self.pool() {
             Pool::Postgres(_) => Backend::Postgres,
             Pool::Sqlite(_) => Backend::Sqlite,
         }
@@ -165,7 +228,7 @@ impl Store {
 
     /// The pool's open and idle connections.
     pub fn pool_stats(&self) -> (u32, usize) {
-        match &self.pool {
+        match &self.pool() {
             Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
             Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
         }
@@ -204,6 +267,7 @@ impl Store {
     /// store is up. Not gated: this is how a store that is down comes back.
     pub async fn reach(&self, migrate: bool) -> StoreResult<()> {
         let result = async {
+            self.follow_primary().await?;
             self.ping().await?;
             if migrate {
                 self.migrate().await?;
@@ -245,13 +309,13 @@ impl Store {
 
     /// A round trip to the database (not gated: the probe uses it).
     pub async fn ping(&self) -> StoreResult<()> {
-        let result = match &self.pool {
-            Pool::Postgres(pool) => sqlx::query(queries::PING.postgres)
-                .execute(pool)
+        let result = match &self.pool() {
+            Pool::Postgres(pool) => self
+                .bounded(sqlx::query(queries::PING.postgres).execute(pool))
                 .await
                 .map(drop),
-            Pool::Sqlite(pool) => sqlx::query(queries::PING.sqlite)
-                .execute(pool)
+            Pool::Sqlite(pool) => self
+                .bounded(sqlx::query(queries::PING.sqlite).execute(pool))
                 .await
                 .map(drop),
         };
@@ -261,10 +325,24 @@ impl Store {
     /// The server's own description of itself, e.g. "PostgreSQL 15.8 …" or "SQLite 3.46.0".
     pub async fn server_version(&self) -> StoreResult<String> {
         let (version,): (String,) = run!(self, as queries::VERSION, fetch_one)?;
-        Ok(match self.pool {
+        Ok(match self.pool() {
             Pool::Postgres(_) => version,
             Pool::Sqlite(_) => format!("SQLite {version}"),
         })
+    }
+
+    /// Which server the store talks to, and its role: "10.0.0.21:5432, the primary" (or
+    /// "a standby"; "the Unix socket" for a local one), "the file" for SQLite.
+    pub async fn connected_to(&self) -> StoreResult<String> {
+        if self.backend() == Backend::Sqlite {
+            return Ok("the file".to_owned());
+        }
+        let (server, standby): (Option<String>, bool) = run!(self, as queries::SERVER, fetch_one)?;
+        let role = if standby { "a standby" } else { "the primary" };
+        Ok(format!(
+            "{}, {role}",
+            server.as_deref().unwrap_or("the Unix socket")
+        ))
     }
 
     /// One page of the newest-first list; fetches one row more than the page to know
@@ -396,10 +474,30 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match &self.pool {
+        let Pools { requests, listener } = self.pools.read().expect("pools lock").clone();
+        match requests {
             Pool::Postgres(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,
         }
+        if let Some(listener) = listener {
+            listener.close().await;
+        }
+    }
+}
+
+/// The pools for one PostgreSQL host.
+fn postgres_pools(options: &PgConnectOptions, size: PoolSize) -> Pools {
+    let listener = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(size.acquire_timeout)
+        .connect_lazy_with(options.clone().application_name("shop-listener"));
+    let requests = PgPoolOptions::new()
+        .max_connections(size.max_connections)
+        .acquire_timeout(size.acquire_timeout)
+        .connect_lazy_with(options.clone().application_name("shop"));
+    Pools {
+        requests: Pool::Postgres(requests),
+        listener: Some(listener),
     }
 }
 

@@ -145,6 +145,11 @@ pub const DATA_VERSION: Sql = Sql {
     sqlite: "SELECT CAST(changes AS TEXT) FROM items_changes",
 };
 
+/// The server's address and port as it sees them (none over a Unix socket), and whether
+/// it is a standby. (PostgreSQL only: SQLite has no server.)
+pub const SERVER: Sql =
+    Sql::same("SELECT host(inet_server_addr()) || ':' || inet_server_port(), pg_is_in_recovery()");
+
 pub const GET: Sql = Sql::same(concat!(
     "SELECT ",
     item_columns!(),
@@ -215,9 +220,9 @@ macro_rules! run {
             Err(e) => Err(e),
             Ok(()) => {
                 let $text: &str = $text_of;
-                let result = match &store.pool {
-                    $crate::db::Pool::Postgres($pool) => $query,
-                    $crate::db::Pool::Sqlite($pool) => $query,
+                let result = match &store.pool() {
+                    $crate::db::Pool::Postgres($pool) => store.bounded(async { $query }).await,
+                    $crate::db::Pool::Sqlite($pool) => store.bounded(async { $query }).await,
                 };
                 result.map_err(|e| store.failed(e))
             }

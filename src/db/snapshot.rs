@@ -103,7 +103,7 @@ impl Store {
     ) -> Result<u64, E> {
         let backend = self.backend();
         let mut rows = 0u64;
-        on_pool!(&self.pool, |pool| {
+        on_pool!(&self.pool(), |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
             if backend == Backend::Postgres {
                 sqlx::query(queries::SNAPSHOT)
@@ -152,7 +152,7 @@ impl Store {
         accounts: Option<&Accounts>,
     ) -> StoreResult<()> {
         let backend = self.backend();
-        on_pool!(&self.pool, |pool| {
+        on_pool!(&self.pool(), |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
             sqlx::query(queries::DELETE_ALL.for_backend(backend))
                 .execute(&mut *tx)

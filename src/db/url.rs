@@ -1,5 +1,6 @@
 //! The database URL, parsed once when the settings load: which backend it names, the
-//! driver's connect options, and a form fit for logs (the password hidden).
+//! driver's connect options (one set per host: PostgreSQL URLs may list several, as
+//! libpq's do), and a form fit for logs (the password hidden).
 
 use std::fmt;
 
@@ -30,11 +31,12 @@ pub struct DatabaseUrl {
     redacted: String,
 }
 
-/// The driver's options for the URL's backend.
+/// The driver's options for the URL's backend: for PostgreSQL, one set per host of the
+/// URL, in its order (`postgres://u@db1,db2:5433/shop` lists two).
 #[derive(Clone)]
 pub(crate) enum Target {
-    Postgres(PgConnectOptions),
-    Sqlite(SqliteConnectOptions),
+    Postgres(Vec<PgConnectOptions>),
+    Sqlite(Box<SqliteConnectOptions>),
 }
 
 impl DatabaseUrl {
@@ -57,8 +59,14 @@ impl TryFrom<String> for DatabaseUrl {
         let scheme = url.split(':').next().unwrap_or("");
         let invalid = |e: sqlx::Error| format!("{} is not a usable URL: {e}", redact(&url));
         let target = match scheme {
-            "postgres" | "postgresql" => Target::Postgres(url.parse().map_err(invalid)?),
-            "sqlite" => Target::Sqlite(url.parse().map_err(invalid)?),
+            "postgres" | "postgresql" => Target::Postgres(
+                one_url_per_host(&url)
+                    .iter()
+                    .map(|one| one.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?,
+            ),
+            "sqlite" => Target::Sqlite(Box::new(url.parse().map_err(invalid)?)),
             _ => {
                 return Err(format!(
                     "unsupported scheme {scheme:?}: use postgres://… (PostgreSQL) or sqlite:PATH (SQLite)"
@@ -89,6 +97,45 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+/// A URL for each host of a libpq-style host list (`postgres://u:p@db1,db2:5433/d?…` gives
+/// `…@db1/d?…` and `…@db2:5433/d?…`), without `target_session_attrs`: with several hosts
+/// the store always looks for the primary (libpq's `read-write`), and sqlx knows no such
+/// parameter.
+fn one_url_per_host(url: &str) -> Vec<String> {
+    let url = without_parameter(url, "target_session_attrs");
+    let Some(scheme_end) = url.find("://") else {
+        return vec![url];
+    };
+    let start = scheme_end + 3;
+    let query = url[start..].find('?').map_or(url.len(), |i| start + i);
+    let hosts_start = url[start..query]
+        .rfind('@')
+        .map_or(start, |at| start + at + 1);
+    let hosts_end = url[hosts_start..query]
+        .find('/')
+        .map_or(query, |i| hosts_start + i);
+    url[hosts_start..hosts_end]
+        .split(',')
+        .map(|host| format!("{}{host}{}", &url[..hosts_start], &url[hosts_end..]))
+        .collect()
+}
+
+/// `url` without the query parameter `name`.
+fn without_parameter(url: &str, name: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some(name))
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
     }
 }
 
@@ -162,6 +209,46 @@ mod tests {
         assert_eq!(backend("sqlite::memory:"), Ok(Backend::Sqlite));
         let error = backend("mysql://h/d").unwrap_err();
         assert!(error.contains("unsupported scheme \"mysql\""), "{error}");
+    }
+
+    #[test]
+    fn a_list_of_hosts_gives_options_for_each() {
+        let url: DatabaseUrl =
+            "postgres://shop:p%2Fw@10.0.0.1,db2:5433/shop?sslmode=verify-full&target_session_attrs=read-write"
+                .parse()
+                .unwrap();
+        let Target::Postgres(hosts) = url.target() else {
+            panic!("postgres")
+        };
+        let seen: Vec<(String, u16, Option<String>)> = hosts
+            .iter()
+            .map(|o| {
+                (
+                    o.get_host().to_owned(),
+                    o.get_port(),
+                    o.get_database().map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("10.0.0.1".to_owned(), 5432, Some("shop".to_owned())),
+                ("db2".to_owned(), 5433, Some("shop".to_owned()))
+            ]
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://shop:****@10.0.0.1,db2:5433/shop?sslmode=verify-full&target_session_attrs=read-write"
+        );
+        assert_eq!(
+            one_url_per_host("postgres://h/d?target_session_attrs=any"),
+            ["postgres://h/d"]
+        );
+        assert_eq!(
+            one_url_per_host("postgres://a@h1,h2?x=1"),
+            ["postgres://a@h1?x=1", "postgres://a@h2?x=1"]
+        );
     }
 
     #[test]
