@@ -1,5 +1,6 @@
-//! Several hosts for real: a database host, two app hosts (three instances each) and a web
-//! host, each a Debian 12 systemd-nspawn container, on a private network the test makes
+//! Several hosts for real: two database hosts (pg_auto_failover, its monitor on the web
+//! host), two app hosts (three instances each) and a web host, each a Debian 12
+//! systemd-nspawn container, on a private network the test makes
 //! (a bridge and veth pairs in network namespaces of its own), deployed by the playbook
 //! from one inventory, the database password from Ansible Vault. Then, as a person
 //! would check it: the site over HTTPS (HTTP/2) with a certificate given in the inventory
@@ -7,8 +8,10 @@
 //! finding rated HIGH or CRITICAL, served by both app hosts from PostgreSQL on the
 //! database host; every hop guarded (PostgreSQL over TLS only, the firewall refusing
 //! everyone else); a second run that changes nothing;
-//! a newer package rolled over both app hosts under load, and one app host powered off
-//! under load, with no failed request.
+//! a newer package rolled over both app hosts under load; the database primary's power cut
+//! under HTTPS writes, twice (there and back), every acknowledged write kept and nothing
+//! stored twice, and a write made with one database host left kept when the other returns;
+//! and one app host powered off under load, with no failed request.
 
 mod common;
 
@@ -42,10 +45,15 @@ struct Role {
     group: &'static str,
 }
 
-const HOSTS: [Role; 4] = [
+const HOSTS: [Role; 5] = [
     Role {
         name: "db",
         host: 20,
+        group: "shop_db",
+    },
+    Role {
+        name: "db2",
+        host: 21,
         group: "shop_db",
     },
     Role {
@@ -138,6 +146,8 @@ impl Site {
                 }
             }
         }
+        // pg_auto_failover's monitor on the web host.
+        inventory.push_str("[shop_db_monitor]\nweb\n");
         inventory.push_str(
             "[all:vars]\nansible_connection=community.docker.nsenter\n\
              ansible_python_interpreter=/usr/bin/python3\nansible_become_method=su\n\
@@ -201,8 +211,8 @@ impl Site {
 }
 
 #[test]
-#[ignore = "Ansible tier: four systemd hosts on a private network, as root; tests/run runs it"]
-fn four_hosts_over_tls_upgraded_and_one_app_host_lost_under_load() {
+#[ignore = "Ansible tier: five systemd hosts on a private network, as root; tests/run runs it"]
+fn five_hosts_over_tls_database_failover_upgrade_and_app_host_lost() {
     let debs = Debs::amd64();
     let mut site = Site::boot();
     assert!(
@@ -221,6 +231,16 @@ fn four_hosts_over_tls_upgraded_and_one_app_host_lost_under_load() {
     );
 
     both_app_hosts_upgraded_under_load(&site, &debs.newer);
+
+    let token = api_token(&site);
+    let first = primary_powered_off_under_writes(&mut site, &token, "db", "db2", 1);
+    comes_back_as_standby(&mut site, "db", "db2");
+    let second = primary_powered_off_under_writes(&mut site, &token, "db2", "db", 2);
+    a_write_made_alone_survives_the_return(&mut site, &token, "db", "db2");
+    eprintln!(
+        "  failover: writes served again {first:.1} s after db was cut, {second:.1} s after db2 was cut"
+    );
+
     one_app_host_powered_off_under_load(&mut site);
 }
 
@@ -305,9 +325,11 @@ fn postgresql_takes_only_tls_from_the_app_hosts(site: &Site) {
         !ok && said.contains("no encryption"),
         "without TLS the server refuses: {said}"
     );
+    // The web host is pg_auto_failover's monitor too: the firewall lets it reach the
+    // port for its health checks, and PostgreSQL lets it into no database.
     let (ok, said) = psql_from(site, "web", "sslmode=require");
     assert!(
-        !ok && said.contains("refused"),
+        !ok && said.contains("no pg_hba.conf entry"),
         "the web host is refused: {said}"
     );
     let connections = site.host("db").sh(
@@ -337,6 +359,7 @@ fn the_firewall_refuses_everyone_else(site: &Site) {
         site.address("app2"),
     );
     let outsider = ("outsider", site.network.outsider());
+    let monitor = site.address("web");
     let [web, from_db, from_app2] = ["web", "db", "app2"].map(|h| (h, site.from(h)));
     // Who may reach what: the instances are the web host's, PostgreSQL the app hosts'.
     let expected = [
@@ -346,8 +369,12 @@ fn the_firewall_refuses_everyone_else(site: &Site) {
         (&from_db, &app2, 8001, "refused"),
         (&outsider, &app1, 8002, "refused"),
         (&from_app2, &db, 5432, "open"),
-        (&web, &db, 5432, "refused"),
+        // The web host is pg_auto_failover's monitor too: it checks the database hosts,
+        // and only they report to it.
+        (&web, &db, 5432, "open"),
         (&outsider, &db, 5432, "refused"),
+        (&from_db, &monitor, 5432, "open"),
+        (&from_app2, &monitor, 5432, "refused"),
     ];
     let seen: Vec<String> = expected
         .iter()
@@ -364,6 +391,307 @@ fn the_firewall_refuses_everyone_else(site: &Site) {
         elapsed.elapsed() < Duration::from_secs(2),
         "refused at once (a reset), not left to time out"
     );
+}
+
+/// An API token of a new seller, made through the site as a person would.
+fn api_token(site: &Site) -> String {
+    let seller = common::fresh_username();
+    let said = site.browser().sh(&format!(
+        r#"{sign_up_sh}
+        sign_up https://{SITE} {seller} > /dev/null
+        curl -s -b jar -c jar https://{SITE}/account > account.html
+        curl -s -b jar -c jar --data "csrf_token=$(form_field account.html csrf_token)&name=failover" https://{SITE}/account/tokens \
+          | sed -n 's/.*<code id="new-token">\([^<]*\)<.*/\1/p'"#,
+        sign_up_sh = common::SIGN_UP_SH,
+    ));
+    let token = said.trim().to_owned();
+    assert!(token.len() > 20, "a token made: {said:?}");
+    token
+}
+
+/// What a command run as postgres on `host` printed (nothing when it failed: a host that
+/// is down, a server that does not answer).
+fn as_postgres(site: &Site, host: &str, command: &[&str]) -> String {
+    // From postgres's home: pg_autoctl will not run from a directory it cannot read.
+    let mut argv = vec![
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "env",
+        "-C",
+        "/var/lib/postgresql",
+    ];
+    argv.extend_from_slice(command);
+    String::from_utf8_lossy(&site.host(host).exec(&argv).stdout).into_owned()
+}
+
+/// Whether `host` is a standby (`Some(true)`), the primary (`Some(false)`), or does not
+/// answer.
+fn in_recovery(site: &Site, host: &str) -> Option<bool> {
+    match as_postgres(site, host, &["psql", "-tAc", "SELECT pg_is_in_recovery()"]).trim() {
+        "t" => Some(true),
+        "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// Run SQL on `host`'s database shop as postgres.
+fn sql(site: &Site, host: &str, query: &str) -> String {
+    site.host(host).sh(&format!(
+        "runuser -u postgres -- psql -d shop -tA -F '|' -c \"{query}\""
+    ))
+}
+
+/// What the monitor says of the formation (printed when the test wants it read).
+fn formation(site: &Site) -> String {
+    as_postgres(
+        site,
+        "web",
+        &[
+            "pg_autoctl",
+            "show",
+            "state",
+            "--pgdata",
+            "/var/lib/postgresql/pg_auto_failover",
+        ],
+    )
+}
+
+/// Wait until `primary` has `standby` streaming to it synchronously.
+fn wait_for_sync_standby(site: &Site, primary: &str, standby: &str) {
+    let mut seen = String::new();
+    let synced = common::poll_until(Duration::from_secs(180), || {
+        seen = as_postgres(
+            site,
+            primary,
+            &[
+                "psql",
+                "-tAc",
+                "SELECT state || ' ' || sync_state FROM pg_stat_replication",
+            ],
+        );
+        in_recovery(site, standby) == Some(true)
+            && matches!(seen.trim(), "streaming sync" | "streaming quorum")
+    });
+    assert!(
+        synced,
+        "{standby} streams to {primary} synchronously (replication: {seen:?})\n{}",
+        formation(site)
+    );
+}
+
+/// A write loop through nginx over HTTPS: API creates, each with an idempotency key, a
+/// failed one sent again with the same key (as a careful client does), `pause_ms` apart.
+/// Each line: start (Unix time), status, seconds, the key's number, the id answered.
+struct WriteLoop {
+    child: std::process::Child,
+    stop: tempfile::TempPath,
+}
+
+impl WriteLoop {
+    fn start(site: &Site, token: &str, run: u32) -> WriteLoop {
+        let stop = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        std::fs::remove_file(&stop).unwrap();
+        let browser = site.browser();
+        let script = format!(
+            r#"cd "$(mktemp -d)"; i=1
+            for n in $(seq 1 3000); do
+              [ -e '{stop}' ] && break
+              started=$EPOCHREALTIME
+              answer=$(curl {curl} -s -m 10 -o body -w '%{{http_code}} %{{time_total}}' \
+                -H 'authorization: Bearer {token}' -H "idempotency-key: failover-{run}-$i" \
+                -H 'content-type: application/json' \
+                --data "{{\"name\":\"failover {run} $i\",\"quantity\":$i,\"description\":\"written in failover {run}\"}}" \
+                https://{SITE}/api/items)
+              id=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' body)
+              echo "$started $answer $i ${{id:--}}"
+              case "$answer" in 2*) i=$((i + 1));; esac
+              sleep 0.05
+            done"#,
+            stop = stop.display(),
+            curl = browser.curl_words(),
+        );
+        let child = browser
+            .command("bash")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        WriteLoop { child, stop }
+    }
+
+    /// (start, status, seconds, key number, id) of every request.
+    fn stop(self) -> Vec<(f64, u16, f64, u32, Option<i64>)> {
+        std::fs::write(&self.stop, "stop").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                Some((
+                    f.first()?.parse().ok()?,
+                    f.get(1)?.parse().ok()?,
+                    f.get(2)?.parse().ok()?,
+                    f.get(3)?.parse().ok()?,
+                    f.get(4)?.parse().ok(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Cut the power of the primary `from` under a write load; `to` takes over by itself.
+/// Every request answered (2xx or 503 at once: no 502, 504 or silence), every
+/// acknowledged item on the new primary field for field, none twice. The seconds from
+/// the cut until writes succeed again.
+fn primary_powered_off_under_writes(
+    site: &mut Site,
+    token: &str,
+    from: &str,
+    to: &str,
+    run: u32,
+) -> f64 {
+    assert_eq!(
+        in_recovery(site, from),
+        Some(false),
+        "{from} is the primary"
+    );
+    wait_for_sync_standby(site, from, to);
+    let load = WriteLoop::start(site, token, run);
+    std::thread::sleep(Duration::from_secs(3));
+    site.network.unplug(from);
+    let cut_at = common::container::unix_now();
+    let index = HOSTS.iter().position(|r| r.name == from).unwrap();
+    site.hosts[index].power_cut();
+    let promoted = common::poll_until(Duration::from_secs(90), || {
+        in_recovery(site, to) == Some(false)
+    });
+    assert!(promoted, "{to} was promoted:\n{}", formation(site));
+    // Writes wait until the monitor is sure the old primary has stopped (its demote
+    // timeout), then are served: give them 45 s from the cut, and 8 s at least after the
+    // promotion.
+    let promoted_after = common::container::unix_now() - cut_at;
+    std::thread::sleep(Duration::from_secs_f64((45.0 - promoted_after).max(8.0)));
+    let answers = load.stop();
+    let mut by_status = std::collections::BTreeMap::new();
+    for (_, status, _, _, _) in &answers {
+        *by_status.entry(*status).or_insert(0) += 1;
+    }
+    let slowest = answers.iter().map(|a| a.2).fold(0.0, f64::max);
+    eprintln!("  {from} cut under writes: answers by status {by_status:?}, slowest {slowest:.2} s");
+    assert!(
+        by_status.keys().all(|s| matches!(s, 200 | 201 | 503)),
+        "only 2xx and 503 (no 502, 504, or no answer): {by_status:?}"
+    );
+    let back = answers
+        .iter()
+        .find(|(started, status, ..)| {
+            *started > cut_at
+                && *status / 100 == 2
+                && answers.iter().any(|(s, st, ..)| *st == 503 && s < started)
+        })
+        .map(|(started, ..)| started - cut_at)
+        .unwrap_or_else(|| {
+            let journal = site.host("app1").sh(
+                "journalctl -u 'shop@*' --no-pager | grep -v -e ' GET ' -e ' POST ' | tail -n 30",
+            );
+            panic!(
+                "writes succeeded again after the cut ({to} promoted {promoted_after:.1} s after it)\n{}\napp1:\n{journal}",
+                formation(site)
+            )
+        });
+    eprintln!(
+        "  writes served again {back:.1} s after {from}'s power was cut ({to} promoted after {promoted_after:.1} s)"
+    );
+    // Every acknowledged item on the new primary, field for field, and none twice.
+    let acknowledged: std::collections::BTreeMap<u32, i64> = answers
+        .iter()
+        .filter(|a| a.1 / 100 == 2)
+        .map(|a| (a.3, a.4.expect("an id with every 2xx")))
+        .collect();
+    assert!(
+        acknowledged.len() > 20,
+        "the load wrote: {}",
+        acknowledged.len()
+    );
+    let stored = sql(
+        site,
+        to,
+        &format!(
+            "SELECT idempotency_key, id, name, quantity, description FROM items \
+             WHERE idempotency_key LIKE 'failover-{run}-%' ORDER BY id"
+        ),
+    );
+    let mut rows = std::collections::BTreeMap::new();
+    for line in stored.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let number: u32 = f[0].rsplit('-').next().unwrap().parse().unwrap();
+        assert!(
+            rows.insert(number, line.to_owned()).is_none(),
+            "stored once: {line}"
+        );
+    }
+    for (number, id) in &acknowledged {
+        assert_eq!(
+            rows.get(number).map(String::as_str),
+            Some(
+                format!(
+                    "failover-{run}-{number}|{id}|failover {run} {number}|{number}|written in failover {run}"
+                )
+                .as_str()
+            ),
+            "acknowledged item {number} is on {to} as written"
+        );
+    }
+    let unacknowledged: Vec<&u32> = rows
+        .keys()
+        .filter(|n| !acknowledged.contains_key(n))
+        .collect();
+    assert!(
+        unacknowledged.len() <= 1,
+        "nothing stored but the acknowledged (and the one under way at the end): {unacknowledged:?}"
+    );
+    back
+}
+
+/// Power `host` on again: it rejoins as a standby of `primary` by itself.
+fn comes_back_as_standby(site: &mut Site, host: &str, primary: &str) {
+    let index = HOSTS.iter().position(|r| r.name == host).unwrap();
+    site.network.plug(host);
+    site.hosts[index].power_on();
+    wait_for_sync_standby(site, primary, host);
+    println!("{} after {host} came back:\n{}", primary, formation(site));
+}
+
+/// An item written while `primary` is the only database host left is still there when
+/// `other` has come back (on both).
+fn a_write_made_alone_survives_the_return(
+    site: &mut Site,
+    token: &str,
+    primary: &str,
+    other: &str,
+) {
+    let status = site.browser().sh(&format!(
+        r#"curl -s -o /dev/null -w '%{{http_code}}' -H 'authorization: Bearer {token}' \
+          -H 'content-type: application/json' \
+          --data '{{"name":"written alone","quantity":1,"description":"one database host left"}}' \
+          https://{SITE}/api/items"#
+    ));
+    assert_eq!(status, "201", "a write with one database host left");
+    comes_back_as_standby(site, other, primary);
+    for host in [primary, other] {
+        assert_eq!(
+            sql(
+                site,
+                host,
+                "SELECT count(*) FROM items WHERE name = 'written alone'"
+            ),
+            "1\n",
+            "the write is on {host}"
+        );
+    }
 }
 
 /// The pages the load loops ask for, through nginx.

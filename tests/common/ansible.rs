@@ -157,16 +157,26 @@ pub fn run_playbook_on(
                 )
             })
             .collect();
+        // Every failed task, wherever it was (a play goes on with the other hosts).
+        let fatal: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("fatal:"))
+            .map(|l| &l[..l.len().min(3000)])
+            .collect();
         panic!(
-            "ansible-playbook {extra:?} failed:\n{}\njournals:\n{}",
+            "ansible-playbook {extra:?} failed:\n{}\nfailed tasks:\n{}\njournals:\n{}",
             tail(&text, 40),
+            fatal.join("\n"),
             journals.join("\n")
         );
     }
     let mut task = "";
     let mut changed_tasks = Vec::new();
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix("TASK [") {
+        if let Some(name) = line
+            .strip_prefix("TASK [")
+            .or_else(|| line.strip_prefix("RUNNING HANDLER ["))
+        {
             task = name.split(']').next().unwrap_or(name);
         } else if line.starts_with("changed: [") {
             changed_tasks.push(format!("{task} {}", &line["changed: ".len()..]));

@@ -247,6 +247,8 @@ pub struct Container {
     pub pid1: u32,
     pub root: PathBuf,
     dir: tempfile::TempDir,
+    /// systemd-nspawn's network options, to boot it again the same way.
+    network: Vec<String>,
 }
 
 impl Container {
@@ -283,7 +285,6 @@ impl Container {
                 .arg(&root),
         );
         let name = format!("{name}-{}", std::process::id());
-        let log = std::fs::File::create(dir.path().join("console.log")).unwrap();
         // In a namespace of the test's, the container manages its own network too (its
         // firewall): nspawn keeps CAP_NET_ADMIN only for --private-network by itself.
         let network = match netns {
@@ -293,32 +294,35 @@ impl Container {
             ],
             None => vec!["--private-network".to_owned()],
         };
-        let nspawn = Command::new("systemd-nspawn")
-            .args(["-b", "-D"])
-            .arg(&root)
-            .args([
-                "-M",
-                &name,
-                "--register=no",
-                "--keep-unit",
-                "--console=pipe",
-            ])
-            .args(&network)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("run systemd-nspawn (apt-get install systemd-container)");
+        let nspawn = start_nspawn(&name, &root, &network, dir.path());
         let mut container = Container {
             name,
             pid1: 0,
             nspawn,
             root,
             dir,
+            network,
         };
         container.pid1 = container.wait_for_pid1();
         container.wait_until_running();
         container
+    }
+
+    /// Cut the power: every process dies at once (SIGKILL to the container's PID 1), with
+    /// no shutdown; what the disk holds stays. Unplug its network first (`TestNetwork::
+    /// unplug`), or the kernel's resets tell its peers at once.
+    pub fn power_cut(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid1.to_string()])
+            .status();
+        let _ = self.nspawn.wait();
+    }
+
+    /// Boot it again, from the same disk (after `power_cut` or `power_off`).
+    pub fn power_on(&mut self) {
+        self.nspawn = start_nspawn(&self.name, &self.root, &self.network, self.dir.path());
+        self.pid1 = self.wait_for_pid1();
+        self.wait_until_running();
     }
 
     fn wait_for_pid1(&mut self) -> u32 {
@@ -461,7 +465,7 @@ impl Netns {
     }
 
     /// The curl options as shell words.
-    fn curl_words(&self) -> String {
+    pub fn curl_words(&self) -> String {
         self.curl_options
             .iter()
             .map(|o| format!("'{}'", o.replace('\'', r"'\''")))
@@ -744,6 +748,25 @@ impl Drop for Container {
             .args(["-c", "rmdir /run/systemd/nspawn/propagate/* /run/systemd/nspawn/incoming 2>/dev/null; true"])
             .status();
     }
+}
+
+/// systemd-nspawn booting `root`, its console appended to `dir/console.log`.
+fn start_nspawn(name: &str, root: &Path, network: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("console.log"))
+        .unwrap();
+    Command::new("systemd-nspawn")
+        .args(["-b", "-D"])
+        .arg(root)
+        .args(["-M", name, "--register=no", "--keep-unit", "--console=pipe"])
+        .args(network)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("run systemd-nspawn (apt-get install systemd-container)")
 }
 
 fn run_ok(command: &mut Command) {

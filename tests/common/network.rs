@@ -86,6 +86,11 @@ impl TestNetwork {
         ip(&["-n", &self.lan(), "link", "set", name, "down"]);
     }
 
+    /// Plug `name`'s cable back in.
+    pub fn plug(&self, name: &str) {
+        ip(&["-n", &self.lan(), "link", "set", name, "up"]);
+    }
+
     /// The switch's own namespace, at `SUBNET.1`: a machine on the network that is none of
     /// the hosts (a browser, or an intruder).
     pub fn outsider(&self) -> Netns {
