@@ -366,3 +366,21 @@ fn help_and_version() {
     let out = text(&run(dir.path(), &["--version"], &[]));
     assert_eq!(out.trim(), format!("shop {}", env!("CARGO_PKG_VERSION")));
 }
+
+/// A URL that lists several hosts, as libpq's do: `shop check` finds the one that answers
+/// as a primary (here the second: nothing listens on the first) and names it.
+#[test]
+fn check_names_the_primary_among_several_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = PgCluster::shared().database_url("postgres");
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (server, database) = rest.split_once('/').unwrap();
+    let several =
+        format!("{scheme_user}@127.0.0.1:1,{server}/{database}?target_session_attrs=read-write");
+    let out = run(dir.path(), &["check"], &[("SHOP_DATABASE__URL", &several)]);
+    assert!(
+        text(&out).contains(&format!("connected to:  {server}, the primary")),
+        "{}",
+        text(&out)
+    );
+}

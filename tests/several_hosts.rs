@@ -237,6 +237,7 @@ fn five_hosts_over_tls_database_failover_upgrade_and_app_host_lost() {
     comes_back_as_standby(&mut site, "db", "db2");
     let second = primary_powered_off_under_writes(&mut site, &token, "db2", "db", 2);
     a_write_made_alone_survives_the_return(&mut site, &token, "db", "db2");
+    the_instances_and_backups_follow_the_primary(&site, "db");
     eprintln!(
         "  failover: writes served again {first:.1} s after db was cut, {second:.1} s after db2 was cut"
     );
@@ -692,6 +693,24 @@ fn a_write_made_alone_survives_the_return(
             "the write is on {host}"
         );
     }
+}
+
+/// `shop check` on an app host names the primary it is connected to, and a backup made
+/// there now comes from it.
+fn the_instances_and_backups_follow_the_primary(site: &Site, primary: &str) {
+    let said = site
+        .host("app1")
+        .sh("runuser -u shop -- shop check || true");
+    let expected = format!("connected to:  {}:5432, the primary", site.address(primary));
+    assert!(said.contains(&expected), "shop check: {said}");
+    let holds = site.host("app1").sh(
+        "systemctl start shop-backup.service && grep -c 'one database host left' \"$(ls -t /var/backups/shop/*.backup | head -n 1)\"",
+    );
+    assert_eq!(
+        holds.trim(),
+        "1",
+        "the newest backup holds the write made alone"
+    );
 }
 
 /// The pages the load loops ask for, through nginx.
