@@ -444,19 +444,16 @@ fn sql(site: &Site, host: &str, query: &str) -> String {
     ))
 }
 
-/// What the monitor says of the formation (printed when the test wants it read).
+/// What the monitor says of the formation (printed when the test wants it read), or why
+/// it could not say.
 fn formation(site: &Site) -> String {
-    as_postgres(
-        site,
-        "web",
-        &[
-            "pg_autoctl",
-            "show",
-            "state",
-            "--pgdata",
-            "/var/lib/postgresql/pg_auto_failover",
-        ],
-    )
+    let out = site.host("web").exec(&[
+        "sh",
+        "-c",
+        "cd /var/lib/postgresql && runuser -u postgres -- pg_autoctl show state \
+         --pgdata /var/lib/postgresql/pg_auto_failover 2>&1",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Wait until `primary` has `standby` streaming to it synchronously.
