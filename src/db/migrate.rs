@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use sqlx::migrate::Migrator;
 
 use super::queries::{self, run};
-use super::{Pool, Store, StoreError, StoreResult};
+use super::{Backend, Pool, Store, StoreError, StoreResult};
 
 /// The migrations, embedded. Applied migrations this binary does not know are ignored:
 /// migrations only add (columns, indexes), so after a downgrade the older shop keeps
@@ -45,9 +45,9 @@ impl MigrationState {
 
 impl Store {
     fn migrator(&self) -> &'static Migrator {
-        match self.pool() {
-            Pool::Postgres(_) => &POSTGRES,
-            Pool::Sqlite(_) => &SQLITE,
+        match self.backend() {
+            Backend::Postgres => &POSTGRES,
+            Backend::Sqlite => &SQLITE,
         }
     }
 

@@ -214,10 +214,12 @@ impl Store {
             })
     }
 
+    /// Which database is behind the store (without touching the pools' lock: every
+    /// query asks). PostgreSQL stores are those with hosts.
     pub fn backend(&self) -> Backend {
-        match self.pool() {
-            Pool::Postgres(_) => Backend::Postgres,
-            Pool::Sqlite(_) => Backend::Sqlite,
+        match self.hosts {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
         }
     }
 
@@ -325,9 +327,9 @@ impl Store {
     /// The server's own description of itself, e.g. "PostgreSQL 15.8 …" or "SQLite 3.46.0".
     pub async fn server_version(&self) -> StoreResult<String> {
         let (version,): (String,) = run!(self, as queries::VERSION, fetch_one)?;
-        Ok(match self.pool() {
-            Pool::Postgres(_) => version,
-            Pool::Sqlite(_) => format!("SQLite {version}"),
+        Ok(match self.backend() {
+            Backend::Postgres => version,
+            Backend::Sqlite => format!("SQLite {version}"),
         })
     }
 
