@@ -472,11 +472,19 @@ fn wait_for_sync_standby(site: &Site, primary: &str, standby: &str) {
         in_recovery(site, standby) == Some(true)
             && matches!(seen.trim(), "streaming sync" | "streaming quorum")
     });
-    assert!(
-        synced,
-        "{standby} streams to {primary} synchronously (replication: {seen:?})\n{}",
-        formation(site)
-    );
+    if !synced {
+        // What the returning node's pg_autoctl said (why it did not rejoin).
+        let journal = site.host(standby).exec(&[
+            "sh",
+            "-c",
+            "journalctl -u pg_auto_failover --no-pager -n 60",
+        ]);
+        panic!(
+            "{standby} streams to {primary} synchronously (replication: {seen:?})\n{}\n{standby}'s pg_autoctl:\n{}",
+            formation(site),
+            String::from_utf8_lossy(&journal.stdout)
+        );
+    }
 }
 
 /// A write loop through nginx over HTTPS: API creates, each with an idempotency key, a
