@@ -477,7 +477,10 @@ fn wait_for_sync_standby(site: &Site, primary: &str, standby: &str) {
         let journal = site.host(standby).exec(&[
             "sh",
             "-c",
-            "journalctl -u pg_auto_failover --no-pager -n 60",
+            "journalctl -u pg_auto_failover --no-pager \
+             | grep -E 'ERROR|WARN|FATAL|fatal|transition|rewind|basebackup|assigned' | tail -n 60; \
+             echo '-- its PostgreSQL log:'; \
+             tail -n 40 \"$(ls -t /var/lib/postgresql/pg_auto_failover/log/* | head -n 1)\"",
         ]);
         panic!(
             "{standby} streams to {primary} synchronously (replication: {seen:?})\n{}\n{standby}'s pg_autoctl:\n{}",
