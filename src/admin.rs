@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 
-use crate::accounts::{check_password, password, password_problem, token_name, User, Username};
+use crate::accounts::{check_password, issue_token, password, token_name, User, Username};
 use crate::config::Settings;
 use crate::db::Store;
 
@@ -64,7 +64,7 @@ pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> an
         .set_disabled(&user.username.to_ascii_lowercase(), disabled)
         .await?;
     if disabled {
-        store.delete_other_sessions(user.id, "").await?;
+        store.delete_other_sessions(user.id, None).await?;
     }
     let word = if disabled { "disabled" } else { "enabled" };
     tracing::info!(event = "admin_user_disabled", user = %user.username, disabled, by = "cli", "user {} {word} from the command line", user.username);
@@ -80,7 +80,7 @@ pub async fn set_password(settings: &Settings, name: &str) -> anyhow::Result<()>
     let secret = read_password(&format!("New password for {}: ", user.username))?;
     let hash = checked_hash(settings, &secret, &user.username)?;
     store.set_password_hash(user.id, &hash).await?;
-    let ended = store.delete_other_sessions(user.id, "").await?;
+    let ended = store.delete_other_sessions(user.id, None).await?;
     tracing::info!(event = "admin_password_set", user = %user.username, sessions_ended = ended, by = "cli", "password of {} set from the command line", user.username);
     println!(
         "password of {} changed; {ended} session(s) ended",
@@ -95,7 +95,7 @@ pub async fn create_token(settings: &Settings, name: &str, token: &str) -> anyho
     let token_name = token_name(token).map_err(anyhow::Error::msg)?;
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
-    let token = crate::web::issue_token(&store, &user, &token_name, "cli").await?;
+    let token = issue_token(&store, &user, &token_name, "cli").await?;
     println!("{token}");
     store.close().await;
     Ok(())
@@ -156,8 +156,7 @@ async fn existing(store: &Store, name: &str) -> anyhow::Result<User> {
 /// The password rules, then the hash (`accounts.min_password_chars` applies here too).
 fn checked_hash(settings: &Settings, secret: &str, username: &str) -> anyhow::Result<String> {
     let min = settings.accounts.min_password_chars;
-    check_password(secret, username, min)
-        .map_err(|code| anyhow::anyhow!(password_problem(code, min)))?;
+    check_password(secret, username, min).map_err(anyhow::Error::msg)?;
     Ok(password::hash(secret))
 }
 

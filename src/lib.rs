@@ -1,6 +1,7 @@
 //! shop: a small items shop web service. `main.rs` wires the command line to `app`;
 //! everything else is one module per concern.
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod app;

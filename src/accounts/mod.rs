@@ -1,15 +1,19 @@
 //! The domain of accounts, beside the domain of items: who a user is, the rules a
-//! username and a password must satisfy, and who may change which item — decided here,
-//! in one function, for the pages and the API alike. Hashing lives in `password`, the
-//! random secrets of sessions and API tokens in `secrets`.
+//! username and a password must satisfy. Hashing lives in `password`, the random secrets
+//! of sessions and API tokens in `secrets`, checking a login in `login`, issuing tokens
+//! in `tokens` (the web and the command line call both); who may do what, in
+//! `crate::access`.
 
+mod login;
 pub mod password;
 pub mod secrets;
+mod tokens;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::items::Item;
+pub use login::{authenticate, LoginError};
+pub use tokens::{issue_token, token_name};
 
 pub const MIN_USERNAME_CHARS: usize = 3;
 pub const MAX_USERNAME_CHARS: usize = 32;
@@ -80,6 +84,42 @@ pub fn login_key(raw: &str) -> String {
         .to_lowercase()
 }
 
+/// Why a new password is refused; its `Display` is what the person is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordProblem {
+    /// Shorter than the shop's minimum (the setting `accounts.min_password_chars`).
+    TooShort {
+        min_chars: usize,
+    },
+    TooLong,
+    HasUsername,
+    /// One of the passwords people use most, or as easy to guess.
+    Common,
+}
+
+impl std::fmt::Display for PasswordProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordProblem::TooShort { min_chars } => write!(
+                f,
+                "Use at least {min_chars} characters; a short sentence works well."
+            ),
+            PasswordProblem::TooLong => {
+                write!(f, "Use at most {MAX_PASSWORD_CHARS} characters.")
+            }
+            PasswordProblem::HasUsername => {
+                f.write_str("The password must not contain your username.")
+            }
+            PasswordProblem::Common => f.write_str(
+                "This password is one of the most common ones and would be guessed quickly; \
+                 choose another (a few unrelated words work well).",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PasswordProblem {}
+
 /// The password rules, as OWASP ASVS 5.0 puts them: a minimum length (`min_chars`, a
 /// setting), at most `MAX_PASSWORD_CHARS`, no composition rules; not the username, and
 /// not one of the passwords people use most (zxcvbn's lists: see `password::guessable`).
@@ -87,44 +127,22 @@ pub fn check_password(
     password: &str,
     username: &str,
     min_chars: usize,
-) -> Result<(), &'static str> {
+) -> Result<(), PasswordProblem> {
     let chars = password.chars().count();
     if chars < min_chars {
-        return Err("too_short");
+        return Err(PasswordProblem::TooShort { min_chars });
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err("too_long");
+        return Err(PasswordProblem::TooLong);
     }
     let lower = password.to_lowercase();
     if !username.is_empty() && lower.contains(&username.to_lowercase()) {
-        return Err("has_username");
+        return Err(PasswordProblem::HasUsername);
     }
     if password::guessable(password, username) {
-        return Err("common");
+        return Err(PasswordProblem::Common);
     }
     Ok(())
-}
-
-/// What a refusal of `check_password` says to a person.
-pub fn password_problem(code: &str, min_chars: usize) -> String {
-    match code {
-        "too_short" => format!("Use at least {min_chars} characters; a short sentence works well."),
-        "too_long" => format!("Use at most {MAX_PASSWORD_CHARS} characters."),
-        "has_username" => "The password must not contain your username.".into(),
-        _ => "This password is one of the most common ones and would be guessed quickly; choose another (a few unrelated words work well).".into(),
-    }
-}
-
-/// A token's name as typed: 1 to 64 printable characters.
-pub fn token_name(raw: &str) -> Result<String, String> {
-    let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_TOKEN_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(format!(
-            "Give the token a name of 1 to {MAX_TOKEN_NAME_CHARS} characters (what uses it)."
-        ));
-    }
-    Ok(name.to_owned())
 }
 
 /// After `count` failed logins since the window began (the oldest at `oldest`): how many
@@ -145,49 +163,9 @@ pub fn login_wait(
     Some(until.signed_duration_since(now).num_seconds().max(1) as u64)
 }
 
-/// Who may change (edit or delete) an item: its seller, or an admin. Items made before
-/// accounts existed have no seller: only an admin may change them. A disabled user may
-/// change nothing (their sessions and tokens are refused before this is asked anyway).
-pub fn may_change(user: &User, item: &Item) -> bool {
-    !user.disabled && (user.is_admin || item.owner_id == Some(user.id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn user(id: i64, is_admin: bool) -> User {
-        User {
-            id,
-            username: format!("u{id}"),
-            is_admin,
-            disabled: false,
-        }
-    }
-
-    fn item(owner_id: Option<i64>) -> Item {
-        Item {
-            id: 1,
-            name: "n".into(),
-            quantity: 1,
-            description: "d".into(),
-            date_added: Utc::now(),
-            owner_id,
-            seller: None,
-        }
-    }
-
-    #[test]
-    fn sellers_change_their_own_items_and_admins_any() {
-        assert!(may_change(&user(1, false), &item(Some(1))));
-        assert!(!may_change(&user(2, false), &item(Some(1))));
-        assert!(!may_change(&user(2, false), &item(None)));
-        assert!(may_change(&user(2, true), &item(None)));
-        assert!(may_change(&user(2, true), &item(Some(1))));
-        let mut disabled = user(1, true);
-        disabled.disabled = true;
-        assert!(!may_change(&disabled, &item(Some(1))));
-    }
 
     #[test]
     fn logins_wait_only_past_the_limit_and_only_until_the_window_moves_on() {
@@ -213,10 +191,13 @@ mod tests {
     fn password_rules_follow_asvs() {
         let ok = "violet pelican under a lamp";
         assert_eq!(check_password(ok, "alice", 8), Ok(()));
-        assert_eq!(check_password("short", "alice", 8), Err("too_short"));
+        assert_eq!(
+            check_password("short", "alice", 8),
+            Err(PasswordProblem::TooShort { min_chars: 8 })
+        );
         assert_eq!(
             check_password(&"x".repeat(257), "alice", 8),
-            Err("too_long")
+            Err(PasswordProblem::TooLong)
         );
         let mut seed = 7u32;
         let long: String = (0..256)
@@ -228,12 +209,12 @@ mod tests {
         assert_eq!(check_password(&long, "alice", 8), Ok(()), "256 are allowed");
         assert_eq!(
             check_password(&"y7".repeat(20), "alice", 8),
-            Err("common"),
+            Err(PasswordProblem::Common),
             "a repeat"
         );
         assert_eq!(
             check_password("Alice-was-here-1", "alice", 8),
-            Err("has_username")
+            Err(PasswordProblem::HasUsername)
         );
         for common in [
             "password",
@@ -244,7 +225,7 @@ mod tests {
         ] {
             assert_eq!(
                 check_password(common, "alice", 8),
-                Err("common"),
+                Err(PasswordProblem::Common),
                 "{common}"
             );
         }

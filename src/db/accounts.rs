@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::auth_cache::Change;
 use super::queries::{run, Sql};
 use super::{now, Store, StoreResult};
+use crate::accounts::secrets::SessionHash;
 use crate::accounts::{User, UserRecord, Username};
 
 const CREATE_USER: Sql = Sql::same(
@@ -164,20 +165,28 @@ impl Store {
         Ok(changed)
     }
 
-    pub async fn create_session(&self, id_hash: &str, user_id: i64) -> StoreResult<()> {
-        run!(self, CREATE_SESSION, execute, id_hash, user_id, now())?;
+    pub async fn create_session(&self, session: &SessionHash, user_id: i64) -> StoreResult<()> {
+        run!(
+            self,
+            CREATE_SESSION,
+            execute,
+            session.as_str(),
+            user_id,
+            now()
+        )?;
         Ok(())
     }
 
     /// The session with this hash and its user: remembered (PostgreSQL, while changes are
     /// heard), else read and remembered.
-    pub async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+    pub async fn session(&self, session: &SessionHash) -> StoreResult<Option<SessionRecord>> {
+        let id_hash = session.as_str();
         let cache = self.auth.as_deref();
         if let Some(record) = cache.and_then(|c| c.session(id_hash)) {
             return Ok(Some(record));
         }
         let ticket = cache.and_then(|c| c.ticket());
-        let record = self.stored_session(id_hash).await?;
+        let record = self.stored_session(session).await?;
         if let (Some(cache), Some(ticket), Some(record)) = (cache, ticket, &record) {
             cache.keep_session(ticket, id_hash, record);
         }
@@ -185,8 +194,12 @@ impl Store {
     }
 
     /// The session as the database has it now, never remembered.
-    pub async fn stored_session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let row: Option<SessionRow> = run!(self, as SESSION_USER, fetch_optional, id_hash)?;
+    pub async fn stored_session(
+        &self,
+        session: &SessionHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<SessionRow> =
+            run!(self, as SESSION_USER, fetch_optional, session.as_str())?;
         Ok(row.map(
             |(id, name, admin, disabled, created_at, last_seen_at)| SessionRecord {
                 user: user((id, name, admin, disabled)),
@@ -196,20 +209,26 @@ impl Store {
         ))
     }
 
-    pub async fn touch_session(&self, id_hash: &str) -> StoreResult<()> {
-        run!(self, TOUCH_SESSION, execute, now(), id_hash)?;
-        self.forget(&Change::Session(id_hash.to_owned()));
+    pub async fn touch_session(&self, session: &SessionHash) -> StoreResult<()> {
+        run!(self, TOUCH_SESSION, execute, now(), session.as_str())?;
+        self.forget(&Change::Session(session.as_str().to_owned()));
         Ok(())
     }
 
-    pub async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        run!(self, DELETE_SESSION, execute, id_hash)?;
-        self.forget(&Change::Session(id_hash.to_owned()));
+    pub async fn delete_session(&self, session: &SessionHash) -> StoreResult<()> {
+        run!(self, DELETE_SESSION, execute, session.as_str())?;
+        self.forget(&Change::Session(session.as_str().to_owned()));
         Ok(())
     }
 
-    /// End every session of the user but `keep` (pass "" to end them all); how many ended.
-    pub async fn delete_other_sessions(&self, user_id: i64, keep: &str) -> StoreResult<u64> {
+    /// End every session of the user but `keep` (`None`: all of them); how many ended.
+    pub async fn delete_other_sessions(
+        &self,
+        user_id: i64,
+        keep: Option<&SessionHash>,
+    ) -> StoreResult<u64> {
+        // No stored hash is empty: "" keeps none.
+        let keep = keep.map_or("", SessionHash::as_str);
         let ended = run!(self, DELETE_OTHER_SESSIONS, execute, user_id, keep)?;
         self.forget(&Change::User(user_id));
         Ok(ended)

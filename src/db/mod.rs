@@ -24,6 +24,7 @@ use sqlx::{PgPool, SqlitePool};
 use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
+use crate::access::{ChangeItem, Permit};
 use crate::accounts::User;
 use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
@@ -462,16 +463,21 @@ impl Store {
         ))
     }
 
-    /// Replace an item's fields; `None` when there is no such item.
-    pub async fn update_item(&self, id: i64, item: &NewItem) -> StoreResult<Option<Item>> {
+    /// Replace the fields of the item `permit` allows changing; `None` when it is gone.
+    pub async fn update_item(
+        &self,
+        permit: &Permit<ChangeItem>,
+        item: &NewItem,
+    ) -> StoreResult<Option<Item>> {
+        let id = permit.subject().id;
         Ok(
             run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), id)?,
         )
     }
 
-    /// Delete an item; `false` when there was no such item.
-    pub async fn delete_item(&self, id: i64) -> StoreResult<bool> {
-        let deleted = run!(self, queries::DELETE, execute, id)?;
+    /// Delete the item `permit` allows changing; `false` when it was gone already.
+    pub async fn delete_item(&self, permit: &Permit<ChangeItem>) -> StoreResult<bool> {
+        let deleted = run!(self, queries::DELETE, execute, permit.subject().id)?;
         Ok(deleted > 0)
     }
 

@@ -1,7 +1,5 @@
-//! The account pages: `/signup`, `/login` (with `?next=`), `POST /logout`, and `/account`
-//! (change the password, API tokens, sign out everywhere else). Every sign-up, login
-//! (success or failure, with the client's address), logout and token change goes to the
-//! journal as structured fields; never a password, a session id or a token.
+//! The account page, `/account`: change the password, make and revoke API tokens, sign
+//! out everywhere else. Each change goes to the journal; never a password or a token.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,368 +8,24 @@ use axum::Extension;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{safe_next, set_cookie, Frame, SignedIn, Viewer};
-use super::csrf::{CheckedForm, Protected};
+use super::auth::SignedIn;
+use super::csrf::{protected_form, CheckedForm};
 use super::error::AppError;
-use super::forwarded::Origin;
+use super::signin::ButtonForm;
+use super::templates::Frame;
 use super::AppState;
-use crate::accounts::password::{self, Verified};
-use crate::accounts::{
-    check_password, login_key, login_wait, password_problem, secrets, token_name, User, Username,
-};
-use crate::config::Signup;
+use crate::accounts::password;
+use crate::accounts::{check_password, issue_token, token_name};
 use crate::items::FieldErrors;
 
-#[derive(Debug, Default, Deserialize)]
-pub struct NextQuery {
-    next: Option<String>,
+protected_form! {
+    /// The change-password form.
+    pub struct PasswordForm { current_password, new_password }
 }
 
-#[derive(Default, Deserialize)]
-pub struct CredentialsForm {
-    csrf_token: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    next: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-pub struct PasswordForm {
-    csrf_token: Option<String>,
-    current_password: Option<String>,
-    new_password: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-pub struct TokenForm {
-    csrf_token: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-pub struct ButtonForm {
-    csrf_token: Option<String>,
-}
-
-macro_rules! protected {
-    ($($form:ty),*) => {$(
-        impl Protected for $form {
-            fn csrf_token(&self) -> Option<&str> {
-                self.csrf_token.as_deref()
-            }
-        }
-    )*};
-}
-protected!(CredentialsForm, PasswordForm, TokenForm, ButtonForm);
-
-/// Which of the two credential pages.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Credentials {
-    Signup,
-    Login,
-}
-
-/// What a credential page shows besides the frame.
-struct CredentialsPage<'a> {
-    username: &'a str,
-    next: &'a str,
-    message: Option<&'a str>,
-    errors: &'a FieldErrors,
-}
-
-impl Credentials {
-    /// The page as first opened, going on to `?next=` (when it is a path of this site).
-    fn render_empty(
-        self,
-        state: &AppState,
-        frame: &Frame,
-        query: &NextQuery,
-    ) -> Result<Html<String>, AppError> {
-        let next = safe_next(query.next.as_deref());
-        let page = CredentialsPage {
-            username: "",
-            next: &next,
-            message: None,
-            errors: &FieldErrors::new(),
-        };
-        self.render(state, frame, page)
-    }
-
-    fn render(
-        self,
-        state: &AppState,
-        frame: &Frame,
-        page: CredentialsPage<'_>,
-    ) -> Result<Html<String>, AppError> {
-        let mut context = tera::Context::new();
-        frame.insert_into(&mut context);
-        let (heading, action, submit, autocomplete) = match self {
-            Credentials::Signup => ("Make an account", "/signup", "Sign up", "new-password"),
-            Credentials::Login => ("Log in", "/login", "Log in", "current-password"),
-        };
-        let next_query = serde_urlencoded::to_string([("next", page.next)]).unwrap_or_default();
-        let (other_prompt, other_label, other_url) = match self {
-            Credentials::Signup => ("Have an account?", "Log in", format!("/login?{next_query}")),
-            Credentials::Login => (
-                "New here?",
-                "Make an account",
-                format!("/signup?{next_query}"),
-            ),
-        };
-        let hint = (self == Credentials::Signup).then(|| {
-            format!(
-                "At least {} characters; a few unrelated words work well. No rules about digits or symbols.",
-                state.accounts.min_password_chars
-            )
-        });
-        context.insert("heading", heading);
-        context.insert("action", action);
-        context.insert("submit", submit);
-        context.insert("autocomplete", autocomplete);
-        context.insert("username", page.username);
-        context.insert("next", page.next);
-        context.insert("message", &page.message);
-        context.insert("errors", page.errors);
-        context.insert("hint", &hint);
-        context.insert("other_prompt", other_prompt);
-        context.insert("other_label", other_label);
-        context.insert("other_url", &other_url);
-        Ok(Html(state.templates.render("credentials.html", &context)?))
-    }
-}
-
-const SIGNUP_CLOSED: &str =
-    "This shop does not take new accounts on the web; ask its admin to make one for you.";
-
-/// `GET /signup`.
-pub async fn signup_form(
-    State(state): State<AppState>,
-    Extension(frame): Extension<Frame>,
-    Query(query): Query<NextQuery>,
-) -> Result<Html<String>, AppError> {
-    if state.accounts.signup == Signup::Closed {
-        return Err(AppError::Forbidden(SIGNUP_CLOSED));
-    }
-    Credentials::Signup.render_empty(&state, &frame, &query)
-}
-
-/// `POST /signup`: make the account and sign in, or show the form again with messages.
-pub async fn signup(
-    State(state): State<AppState>,
-    origin: Origin,
-    viewer: Viewer,
-    Extension(frame): Extension<Frame>,
-    CheckedForm(form): CheckedForm<CredentialsForm>,
-) -> Result<Response, AppError> {
-    if state.accounts.signup == Signup::Closed {
-        return Err(AppError::Forbidden(SIGNUP_CLOSED));
-    }
-    let typed = form.username.unwrap_or_default();
-    let next = safe_next(form.next.as_deref());
-    let mut errors = FieldErrors::new();
-    let name = Username::parse(&typed)
-        .map_err(|why| errors.insert("username", why))
-        .ok();
-    let secret = form.password.unwrap_or_default();
-    let min = state.accounts.min_password_chars;
-    let checked_name = name
-        .as_ref()
-        .map_or_else(|| typed.trim().to_owned(), |n| n.as_str().to_owned());
-    let hashed = state
-        .hasher
-        .run(move || check_password(&secret, &checked_name, min).map(|()| password::hash(&secret)))
-        .await?;
-    let hash = hashed
-        .map_err(|code| errors.insert("password", password_problem(code, min)))
-        .ok();
-    let created = match (name, hash) {
-        (Some(name), Some(hash)) if errors.is_empty() => {
-            state.store.create_user(&name, &hash, false).await?
-        }
-        _ => None,
-    };
-    let Some(user) = created else {
-        if errors.is_empty() {
-            errors.insert("username", "This username is taken; choose another.".into());
-        }
-        let page = CredentialsPage {
-            username: typed.trim(),
-            next: &next,
-            message: Some("Please correct the fields marked below."),
-            errors: &errors,
-        };
-        let html = Credentials::Signup.render(&state, &frame, page)?;
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
-    };
-    tracing::info!(
-        event = "signup",
-        user = %user.username,
-        address = %origin.address_text(),
-        "{} signed up (from {})",
-        user.username,
-        origin.address_text()
-    );
-    start_session(&state, &viewer, &user, origin, &next).await
-}
-
-/// `GET /login?next=`.
-pub async fn login_form(
-    State(state): State<AppState>,
-    Extension(frame): Extension<Frame>,
-    Query(query): Query<NextQuery>,
-) -> Result<Html<String>, AppError> {
-    Credentials::Login.render_empty(&state, &frame, &query)
-}
-
-/// The answer to every failed login: the same words for an unknown user and a wrong
-/// password (and the same work, see `password::verify_nobody`).
-const LOGIN_FAILED: &str = "Wrong username or password.";
-
-/// `POST /login`: refused with 429 while the account or the address has had too many
-/// failures; otherwise check the password (off the async workers), and on success start
-/// a new session (a new id: no fixation) and go to `next`.
-pub async fn login(
-    State(state): State<AppState>,
-    origin: Origin,
-    viewer: Viewer,
-    Extension(frame): Extension<Frame>,
-    CheckedForm(form): CheckedForm<CredentialsForm>,
-) -> Result<Response, AppError> {
-    let typed = form.username.unwrap_or_default();
-    let key = login_key(&typed);
-    let address = origin.address_text();
-    let next = safe_next(form.next.as_deref());
-    throttle(&state, &key, &address).await?;
-    let secret = form.password.unwrap_or_default();
-    let found = state.store.credentials(&key).await?;
-    let checked = state
-        .hasher
-        .run(move || match found {
-            Some((user, stored)) => {
-                let verified = password::verify(&secret, &stored);
-                let rehash = verified.needs_rehash.then(|| password::hash(&secret));
-                (Some(user), verified, rehash)
-            }
-            None => {
-                password::verify_nobody(&secret);
-                (
-                    None,
-                    Verified {
-                        matches: false,
-                        needs_rehash: false,
-                    },
-                    None,
-                )
-            }
-        })
-        .await?;
-    match checked {
-        (Some(user), verified, rehash) if verified.matches && !user.disabled => {
-            if let Some(hash) = rehash {
-                state.store.set_password_hash(user.id, &hash).await?;
-                tracing::info!(event = "password_rehashed", user = %user.username, "{}'s password hash upgraded to the current parameters", user.username);
-            }
-            state.store.clear_login_failures(&key).await?;
-            tracing::info!(
-                event = "login",
-                user = %user.username,
-                address = %address,
-                "{} logged in (from {address})",
-                user.username
-            );
-            start_session(&state, &viewer, &user, origin, &next).await
-        }
-        (user, _, _) => {
-            state.store.record_login_failure(&key, &address).await?;
-            let why = match &user {
-                None => "no such user",
-                Some(user) if user.disabled => "user disabled",
-                Some(_) => "wrong password",
-            };
-            tracing::warn!(
-                event = "login_failed",
-                user = %key,
-                address = %address,
-                reason = why,
-                "failed login for {key:?} from {address} ({why})"
-            );
-            let page = CredentialsPage {
-                username: typed.trim(),
-                next: &next,
-                message: Some(LOGIN_FAILED),
-                errors: &FieldErrors::new(),
-            };
-            let html = Credentials::Login.render(&state, &frame, page)?;
-            Ok((StatusCode::UNAUTHORIZED, html).into_response())
-        }
-    }
-}
-
-/// 429 when the account or the address has failed too often within the window.
-async fn throttle(state: &AppState, key: &str, address: &str) -> Result<(), AppError> {
-    let settings = &state.accounts;
-    let now = Utc::now();
-    let window = settings.login_window();
-    let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let (account, from_address) = state.store.login_failures(key, address, since).await?;
-    let wait = [account, from_address]
-        .iter()
-        .filter_map(|f| login_wait(f.count, f.oldest, settings.login_attempts, window, now))
-        .max();
-    if let Some(seconds) = wait {
-        tracing::warn!(
-            event = "login_throttled",
-            user = %key,
-            address = %address,
-            retry_after_secs = seconds,
-            "login for {key:?} from {address} refused for {seconds} s: too many failures"
-        );
-        return Err(AppError::TooManyAttempts(seconds));
-    }
-    Ok(())
-}
-
-/// A new session for `user` (ending the one the browser had), its cookie, and the way on.
-async fn start_session(
-    state: &AppState,
-    viewer: &Viewer,
-    user: &User,
-    origin: Origin,
-    next: &str,
-) -> Result<Response, AppError> {
-    if let Some(old) = &viewer.0 {
-        state.store.delete_session(&old.session).await?;
-    }
-    let id = secrets::new_session_id();
-    state
-        .store
-        .create_session(&secrets::digest(&id), user.id)
-        .await?;
-    let mut response = Redirect::to(next).into_response();
-    set_cookie(&mut response, Some(&id), origin.https);
-    Ok(response)
-}
-
-/// `POST /logout`: end the session on the server (its cookie is then worth nothing).
-pub async fn logout(
-    State(state): State<AppState>,
-    origin: Origin,
-    viewer: Viewer,
-    CheckedForm(_): CheckedForm<ButtonForm>,
-) -> Result<Response, AppError> {
-    if let Some(signed_in) = &viewer.0 {
-        state.store.delete_session(&signed_in.session).await?;
-        tracing::info!(
-            event = "logout",
-            user = %signed_in.user.username,
-            address = %origin.address_text(),
-            "{} logged out",
-            signed_in.user.username
-        );
-    }
-    let mut response = Redirect::to("/items").into_response();
-    set_cookie(&mut response, None, origin.https);
-    Ok(response)
+protected_form! {
+    /// The new-token form.
+    pub struct TokenForm { name }
 }
 
 /// A token as the account page lists it.
@@ -385,13 +39,13 @@ struct TokenRow {
 
 /// What the account page shows besides the user's tokens.
 #[derive(Default)]
-struct AccountNotes<'a> {
-    message: Option<&'a str>,
-    new_token: Option<&'a str>,
-    errors: FieldErrors,
+pub(super) struct AccountNotes<'a> {
+    pub message: Option<&'a str>,
+    pub new_token: Option<&'a str>,
+    pub errors: FieldErrors,
 }
 
-async fn render_account(
+pub(super) async fn render_account(
     state: &AppState,
     signed_in: &SignedIn,
     frame: &Frame,
@@ -474,7 +128,7 @@ pub async fn change_password(
                 ));
             }
             check_password(&new, &name, min)
-                .map_err(|code| ("new_password", password_problem(code, min)))?;
+                .map_err(|problem| ("new_password", problem.to_string()))?;
             Ok(password::hash(&new))
         })
         .await?;
@@ -483,7 +137,7 @@ pub async fn change_password(
             state.store.set_password_hash(user.id, &hash).await?;
             let ended = state
                 .store
-                .delete_other_sessions(user.id, &signed_in.session)
+                .delete_other_sessions(user.id, Some(&signed_in.session))
                 .await?;
             tracing::info!(event = "password_changed", user = %user.username, sessions_ended = ended, "{} changed their password; {ended} other session(s) ended", user.username);
             Ok(Redirect::to("/account?done=password").into_response())
@@ -532,21 +186,6 @@ pub async fn create_token(
     Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], html).into_response())
 }
 
-/// Make an API token for `user`: the token, which only its hash outlives.
-pub async fn issue_token(
-    store: &crate::db::Store,
-    user: &User,
-    name: &str,
-    by: &str,
-) -> Result<String, crate::db::StoreError> {
-    let token = secrets::new_api_token();
-    let info = store
-        .create_token(user.id, name, &secrets::digest(&token))
-        .await?;
-    tracing::info!(event = "token_created", user = %user.username, token_id = info.id, token_name = %info.name, by, "API token {} ({:?}) created for {}", info.id, info.name, user.username);
-    Ok(token)
-}
-
 /// `POST /account/tokens/{id}/revoke`: the token stops working at once.
 pub async fn revoke_token(
     State(state): State<AppState>,
@@ -562,57 +201,6 @@ pub async fn revoke_token(
     Ok(Redirect::to("/account?done=revoked"))
 }
 
-#[derive(Default, Deserialize)]
-pub struct DisableForm {
-    csrf_token: Option<String>,
-    username: Option<String>,
-}
-protected!(DisableForm);
-
-/// `POST /account/users/disable` (admins only): the user's sessions end and their tokens
-/// stop working at once; their items stay.
-pub async fn disable_user(
-    State(state): State<AppState>,
-    admin: SignedIn,
-    Extension(frame): Extension<Frame>,
-    CheckedForm(form): CheckedForm<DisableForm>,
-) -> Result<Response, AppError> {
-    if !admin.user.is_admin {
-        return Err(AppError::Forbidden("Only an admin may disable a user."));
-    }
-    let key = login_key(form.username.as_deref().unwrap_or(""));
-    let disabled = match state.store.find_user(&key).await? {
-        Some(user) if user.id == admin.user.id => Err("You cannot disable yourself."),
-        Some(user) => Ok(user),
-        None => Err("There is no user of that name."),
-    };
-    let user = match disabled {
-        Ok(user) => user,
-        Err(why) => {
-            let mut errors = FieldErrors::new();
-            errors.insert("disable", why.to_owned());
-            let notes = AccountNotes {
-                errors,
-                ..AccountNotes::default()
-            };
-            let html = render_account(&state, &admin, &frame, notes).await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
-        }
-    };
-    state.store.set_disabled(&key, true).await?;
-    let ended = state.store.delete_other_sessions(user.id, "").await?;
-    tracing::info!(
-        event = "admin_user_disabled",
-        user = %user.username,
-        admin = %admin.user.username,
-        sessions_ended = ended,
-        "{} disabled {} ({ended} session(s) ended)",
-        admin.user.username,
-        user.username
-    );
-    Ok(Redirect::to("/account?done=disabled").into_response())
-}
-
 /// `POST /account/sessions/end-others`: sign out everywhere but here.
 pub async fn end_other_sessions(
     State(state): State<AppState>,
@@ -621,7 +209,7 @@ pub async fn end_other_sessions(
 ) -> Result<Redirect, AppError> {
     let ended = state
         .store
-        .delete_other_sessions(signed_in.user.id, &signed_in.session)
+        .delete_other_sessions(signed_in.user.id, Some(&signed_in.session))
         .await?;
     tracing::info!(event = "sessions_ended", user = %signed_in.user.username, sessions_ended = ended, "{} ended {ended} other session(s)", signed_in.user.username);
     Ok(Redirect::to("/account?done=others"))

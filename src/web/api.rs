@@ -1,6 +1,6 @@
 //! The JSON API: the same items and rules as the pages. Reads are anonymous; writes need
 //! an `ApiWriter` (an API token, or a signed-in browser's session with its form token),
-//! and changing an item asks the same `may_change` as the pages.
+//! and changing an item takes the same `Editable` permit as the pages.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -10,10 +10,10 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::{allowed_to_change, audit_item, ApiWriter};
+use super::auth::{audit_item, ApiWriter};
 use super::cache::{CacheControl, ETag};
 use super::error::AppError;
-use super::extract::{ExistingItem, Listing};
+use super::extract::{Editable, ExistingItem, Listing};
 use super::AppState;
 use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem};
 
@@ -91,15 +91,13 @@ pub async fn show(ExistingItem(item): ExistingItem) -> Json<Item> {
 /// `PUT /api/items/{id}`: replace name, quantity and description.
 pub async fn update(
     State(state): State<AppState>,
-    ApiWriter(editor): ApiWriter,
-    ExistingItem(existing): ExistingItem,
+    Editable(permit, _): Editable<ApiWriter>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Item>, AppError> {
-    allowed_to_change(&editor, &existing)?;
     let item = new_item(body)?;
-    let item = state.store.update_item(existing.id, &item).await?;
+    let item = state.store.update_item(&permit, &item).await?;
     if item.is_some() {
-        audit_item("item_updated", &editor, existing.id);
+        audit_item("item_updated", permit.by(), permit.subject().id);
     }
     item.map(Json).ok_or(AppError::NotFound("item"))
 }
@@ -107,12 +105,10 @@ pub async fn update(
 /// `DELETE /api/items/{id}` → 204.
 pub async fn delete(
     State(state): State<AppState>,
-    ApiWriter(editor): ApiWriter,
-    ExistingItem(item): ExistingItem,
+    Editable(permit, _): Editable<ApiWriter>,
 ) -> Result<StatusCode, AppError> {
-    allowed_to_change(&editor, &item)?;
-    if state.store.delete_item(item.id).await? {
-        audit_item("item_deleted", &editor, item.id);
+    if state.store.delete_item(&permit).await? {
+        audit_item("item_deleted", permit.by(), permit.subject().id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("item"))

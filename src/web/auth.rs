@@ -8,23 +8,20 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
+use super::cookies;
 use super::csrf::{self, CsrfCookie};
 use super::error::AppError;
+use super::templates::Frame;
 use super::AppState;
-use crate::accounts::{may_change, secrets, User};
+use crate::accounts::secrets::{self, SessionHash};
+use crate::accounts::User;
 use crate::db::SessionRecord;
-use crate::items::Item;
-
-/// The session cookie over plain HTTP, and over HTTPS (where the `__Host-` prefix makes
-/// the browser insist on `Secure`, `Path=/` and no `Domain`).
-const COOKIE: &str = "shop_session";
-const HOST_COOKIE: &str = "__Host-shop_session";
 
 /// A session's last visit is written at most this often (not on every request).
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
@@ -35,8 +32,8 @@ const TOKEN_TOUCH_EVERY: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct SignedIn {
     pub user: User,
-    /// The SHA-256 of the session id: what the database knows the session by.
-    pub session: String,
+    /// What the database knows the session by.
+    pub session: SessionHash,
 }
 
 /// Who is looking at a page: somebody signed in, or nobody. Every page handler gets one.
@@ -49,40 +46,10 @@ impl Viewer {
     }
 }
 
-/// What the header of every page shows (who is signed in) and the form token the page's
-/// forms carry (the header's "Log out" is one of them).
-#[derive(Debug, Clone, Default)]
-pub struct Frame {
-    pub username: Option<String>,
-    pub csrf_token: String,
-}
-
-impl Frame {
-    /// Put the frame into a template's context.
-    pub fn insert_into(&self, context: &mut tera::Context) {
-        context.insert("viewer", &self.username);
-        context.insert("csrf_token", &self.csrf_token);
-    }
-}
-
-/// The session id a request's cookie carries, if it has the right shape.
-fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| {
-            (*name == HOST_COOKIE || *name == COOKIE) && secrets::is_session_id(value)
-        })
-        .map(|(_, value)| value.to_owned())
-}
-
 /// The session behind `id`, if it is alive and its user is not disabled; a session past
 /// either lifetime is deleted on the spot.
 async fn live_session(state: &AppState, id: &str) -> Result<Option<SignedIn>, AppError> {
-    let hash = secrets::digest(id);
+    let hash = SessionHash::of(id);
     let Some(mut record) = state.store.session(&hash).await? else {
         return Ok(None);
     };
@@ -130,7 +97,7 @@ pub async fn resolve_session(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let sent = session_id(request.headers());
+    let sent = cookies::session_id(request.headers());
     let viewer = match &sent {
         None => Viewer(None),
         Some(id) => match live_session(&state, id).await {
@@ -167,30 +134,9 @@ pub async fn resolve_session(
 #[derive(Debug, Clone, Copy)]
 pub struct SessionChange;
 
-/// Put the session cookie on `response` (`None`: clear it). HttpOnly and SameSite=Lax
-/// always; over HTTPS `Secure` and the `__Host-` name, and the plain one cleared.
+/// Put the session cookie on `response` (`None`: clear it), and tell the layer so.
 pub fn set_cookie(response: &mut Response, id: Option<&str>, https: bool) {
-    let headers = response.headers_mut();
-    let mut add = |value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(header::SET_COOKIE, value);
-        }
-    };
-    let clear = "=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
-    match (id, https) {
-        (Some(id), true) => {
-            add(format!(
-                "{HOST_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Secure"
-            ));
-            add(format!("{COOKIE}{clear}"));
-        }
-        (Some(id), false) => add(format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")),
-        (None, true) => {
-            add(format!("{HOST_COOKIE}{clear}; Secure"));
-            add(format!("{COOKIE}{clear}"));
-        }
-        (None, false) => add(format!("{COOKIE}{clear}")),
-    }
+    cookies::set_session(response, id, https);
     response.extensions_mut().insert(SessionChange);
 }
 
@@ -252,7 +198,7 @@ impl FromRequestParts<AppState> for ApiWriter {
                 ))?;
             return token_user(state, token).await.map(ApiWriter);
         }
-        let Some(id) = session_id(&parts.headers) else {
+        let Some(id) = cookies::session_id(&parts.headers) else {
             return Err(AppError::Unauthorized(
                 "Sign in: send an API token as \"Authorization: Bearer shop_…\" (make one on /account).",
             ));
@@ -262,19 +208,14 @@ impl FromRequestParts<AppState> for ApiWriter {
             .ok_or(AppError::Unauthorized(
                 "Your session has ended; sign in again.",
             ))?;
-        let csrf = CsrfCookie::sent(&parts.headers).ok_or(AppError::Unauthorized(
-            "A session cookie needs the form token in X-CSRF-Token.",
-        ))?;
+        let refused =
+            AppError::Unauthorized("A session cookie needs the form token in X-CSRF-Token.");
+        let cookie = CsrfCookie::sent(&parts.headers, Some(signed_in.session)).ok_or(refused)?;
         let token = parts
             .headers
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok());
-        let valid = token.is_some_and(|t| {
-            state
-                .csrf
-                .verify(&csrf.binding(Some(&signed_in.session)), t)
-        });
-        if !valid {
+        if !csrf::verify(state, &cookie, token) {
             return Err(AppError::Unauthorized(
                 "A session cookie needs the form token in X-CSRF-Token.",
             ));
@@ -317,23 +258,38 @@ pub fn audit_item(event: &'static str, user: &User, item_id: i64) {
     request.record("item_id", item_id);
 }
 
-/// 403 unless `editor` may change `item`: the one rule (`accounts::may_change`), asked
-/// by the form and the API alike.
-pub fn allowed_to_change(editor: &User, item: &Item) -> Result<(), AppError> {
-    if may_change(editor, item) {
-        return Ok(());
+/// Who writes: the signed-in page visitor (`SignedIn`) or the API's `ApiWriter`. What
+/// `Editable` asks first, so each answers a visitor it does not know in its own way (to
+/// the login page, or 401).
+pub trait Writer: FromRequestParts<AppState, Rejection = AppError> {
+    fn user(&self) -> &User;
+}
+
+impl Writer for SignedIn {
+    fn user(&self) -> &User {
+        &self.user
     }
-    tracing::info!(
-        event = "change_refused",
-        user = %editor.username,
-        item_id = item.id,
-        "{} may not change item {}",
-        editor.username,
-        item.id
-    );
-    Err(AppError::Forbidden(
-        "This item is another seller's: only its seller (or an admin) may change or delete it.",
-    ))
+}
+
+impl Writer for ApiWriter {
+    fn user(&self) -> &User {
+        &self.0
+    }
+}
+
+/// An admin, signed in: anybody else gets 403 (anonymous visitors go to log in first).
+pub struct Admin(pub SignedIn);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, AppError> {
+        let signed_in = SignedIn::from_request_parts(parts, state).await?;
+        if !signed_in.user.is_admin {
+            return Err(AppError::Forbidden("Only an admin may do this."));
+        }
+        Ok(Admin(signed_in))
+    }
 }
 
 /// Where to go after signing in: `next` when it is a path on this site, else `/`.
@@ -369,46 +325,5 @@ mod tests {
             assert_eq!(safe_next(Some(elsewhere)), "/", "{elsewhere}");
         }
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn either_cookie_name_is_read_when_well_formed() {
-        let id = secrets::new_session_id();
-        for name in [COOKIE, HOST_COOKIE] {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::COOKIE,
-                HeaderValue::from_str(&format!("a=b; {name}={id}")).unwrap(),
-            );
-            assert_eq!(session_id(&headers), Some(id.clone()));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("shop_session=short"),
-        );
-        assert_eq!(session_id(&headers), None);
-    }
-
-    #[test]
-    fn cookies_are_httponly_lax_and_secure_with_the_host_prefix_over_https() {
-        let mut response = Response::new(axum::body::Body::empty());
-        set_cookie(&mut response, Some("abc"), true);
-        let cookies: Vec<_> = response
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            cookies[0],
-            "__Host-shop_session=abc; Path=/; HttpOnly; SameSite=Lax; Secure"
-        );
-        let mut response = Response::new(axum::body::Body::empty());
-        set_cookie(&mut response, Some("abc"), false);
-        assert_eq!(
-            response.headers()[header::SET_COOKIE],
-            "shop_session=abc; Path=/; HttpOnly; SameSite=Lax"
-        );
     }
 }

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::hash::Fnv1a;
 use super::templates;
 use crate::db::{Store, StoreResult};
 use crate::items::ListQuery;
@@ -93,26 +94,6 @@ pub enum CacheControl {
 /// A tag without its weakness prefix: what weak comparison compares.
 fn opaque(tag: &str) -> &str {
     tag.strip_prefix("W/").unwrap_or(tag)
-}
-
-/// FNV-1a, 64 bits: a small, stable hash (the same in every build and on every machine,
-/// which `std`'s hasher does not promise).
-pub struct Fnv1a(u64);
-
-impl Fnv1a {
-    pub fn new() -> Fnv1a {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 #[cfg(test)]

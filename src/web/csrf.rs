@@ -5,17 +5,17 @@
 //! instance rendered; another site can neither read the cookie nor forge the token.
 
 use axum::extract::{Form, FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+use super::cookies;
 use super::error::AppError;
 use super::AppState;
-
-const COOKIE: &str = "shop_csrf";
+use crate::accounts::secrets::{self, SessionHash};
 
 /// The secret tokens are signed with.
 #[derive(Clone)]
@@ -62,54 +62,35 @@ impl CsrfKey {
 pub struct CsrfCookie {
     pub value: String,
     pub is_new: bool,
-    /// The signed-in session (its hash) the tokens are tied to; set by `auth`.
-    pub session: Option<String>,
+    /// The signed-in session the tokens are tied to; set by `auth`.
+    pub session: Option<SessionHash>,
 }
 
 impl CsrfCookie {
     /// What the tokens sign: the cookie, and the session once there is one.
-    pub fn binding(&self, session: Option<&str>) -> String {
-        match session {
-            Some(session) => format!("{}:{session}", self.value),
+    fn binding(&self) -> String {
+        match &self.session {
+            Some(session) => format!("{}:{}", self.value, session.as_str()),
             None => self.value.clone(),
         }
     }
 
-    /// The cookie the browser sent, if any.
-    pub fn sent(headers: &HeaderMap) -> Option<CsrfCookie> {
-        Some(CsrfCookie::from_headers(headers)).filter(|c| !c.is_new)
+    /// The cookie the browser sent, if any, tied to `session`.
+    pub fn sent(headers: &HeaderMap, session: Option<SessionHash>) -> Option<CsrfCookie> {
+        cookies::csrf_value(headers).map(|value| CsrfCookie {
+            value,
+            is_new: false,
+            session,
+        })
     }
 
     fn from_headers(headers: &HeaderMap) -> CsrfCookie {
-        let sent = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, value)| *name == COOKIE && is_cookie_value(value))
-            .map(|(_, value)| value.to_owned());
-        match sent {
-            Some(value) => CsrfCookie {
-                value,
-                is_new: false,
-                session: None,
-            },
-            None => {
-                let mut bytes = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut bytes);
-                CsrfCookie {
-                    value: hex::encode(bytes),
-                    is_new: true,
-                    session: None,
-                }
-            }
-        }
+        CsrfCookie::sent(headers, None).unwrap_or_else(|| CsrfCookie {
+            value: secrets::random_hex(),
+            is_new: true,
+            session: None,
+        })
     }
-}
-
-fn is_cookie_value(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Page-router layer: make sure the request has a CSRF cookie, and hand a new one to the
@@ -127,22 +108,36 @@ pub async fn ensure_cookie(
     request.extensions_mut().insert(cookie.clone());
     let mut response = next.run(request).await;
     if cookie.is_new {
-        let secure = if secure { "; Secure" } else { "" };
-        let value = format!(
-            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-            cookie.value
-        );
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+        cookies::set_csrf(&mut response, &cookie.value, secure);
     }
     response
 }
 
-/// A form that must carry a valid CSRF token.
+/// A form that must carry a valid CSRF token (its `csrf_token` field): declare one with
+/// `protected_form!`, the one way to write a form that changes something.
 pub trait Protected {
     fn csrf_token(&self) -> Option<&str>;
 }
+
+/// A form struct whose fields are all optional strings sent by the browser, one of them
+/// `csrf_token`, checked by `CheckedForm` before the handler runs.
+macro_rules! protected_form {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        $vis struct $name {
+            csrf_token: Option<String>,
+            $($field: Option<String>,)*
+        }
+
+        impl $crate::web::csrf::Protected for $name {
+            fn csrf_token(&self) -> Option<&str> {
+                self.csrf_token.as_deref()
+            }
+        }
+    };
+}
+pub(crate) use protected_form;
 
 /// A form body, read and checked against the browser's CSRF cookie before the handler runs.
 pub struct CheckedForm<T>(pub T);
@@ -160,31 +155,28 @@ where
             .map_err(|rejection| AppError::Rejected(rejection.status(), rejection.body_text()))?;
         let cookie =
             cookie.ok_or_else(|| AppError::Internal("the CSRF cookie layer is missing".into()))?;
-        check(state, &cookie, form.csrf_token())?;
+        if !verify(state, &cookie, form.csrf_token()) {
+            return Err(AppError::Forbidden(REFUSED));
+        }
         Ok(CheckedForm(form))
     }
 }
 
 /// The token to embed in the forms of this response.
 pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> String {
-    state
-        .csrf
-        .token_for(&cookie.binding(cookie.session.as_deref()))
+    state.csrf.token_for(&cookie.binding())
 }
 
-/// Reject a form whose token does not match the browser's cookie.
-fn check(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> Result<(), AppError> {
-    let binding = cookie.binding(cookie.session.as_deref());
-    let valid = !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&binding, t));
-    if valid {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "This form could not be accepted because its security token is missing or out of date \
-             (or your browser is not sending cookies). Go back, reload the page, and send it again.",
-        ))
-    }
+/// The one check of a form token, for the forms and the API's cookie writers alike: the
+/// browser sent its cookie (not one made for this request) and the token signs it (and
+/// the session it is tied to).
+pub fn verify(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> bool {
+    !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&cookie.binding(), t))
 }
+
+/// What a form whose token does not hold is told.
+const REFUSED: &str = "This form could not be accepted because its security token is missing or \
+    out of date (or your browser is not sending cookies). Go back, reload the page, and send it again.";
 
 #[cfg(test)]
 mod tests {
@@ -200,22 +192,5 @@ mod tests {
         assert!(!CsrfKey::random().verify("cookie-a", &token));
         let same_secret = CsrfKey::new(b"0123456789abcdef0123456789abcdef");
         assert!(same_secret.verify("cookie-a", &token));
-    }
-
-    #[test]
-    fn only_well_formed_cookies_are_read() {
-        let mut headers = HeaderMap::new();
-        let value = "a".repeat(64);
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("x=1; shop_csrf={value}")).unwrap(),
-        );
-        let cookie = CsrfCookie::from_headers(&headers);
-        assert_eq!(
-            (cookie.value.as_str(), cookie.is_new),
-            (value.as_str(), false)
-        );
-        headers.insert(header::COOKIE, HeaderValue::from_static("shop_csrf=short"));
-        assert!(CsrfCookie::from_headers(&headers).is_new);
     }
 }

@@ -11,9 +11,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::auth::Frame;
 use super::middleware::RequestId;
+use super::templates::Frame;
 use super::AppState;
+use crate::access::Refusal;
 use crate::db::StoreError;
 use crate::items::FieldErrors;
 
@@ -59,6 +60,15 @@ impl From<StoreError> for AppError {
                     .to_owned(),
             ),
             other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for AppError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Forbidden(why) => AppError::Forbidden(why),
+            Refusal::Hidden(what) => AppError::NotFound(what),
         }
     }
 }

@@ -1,23 +1,29 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
-//! around it. Handlers live in `pages` (HTML), `account` (sign-up, login, logout, the
-//! account page) and `api` (JSON); `auth` says who is asking; `health` answers the
-//! probes, `metrics` Prometheus; `cache` makes the validators of conditional GETs;
-//! `rows` writes the list's table;
-//! `csrf`, `forwarded`, `extract`, `middleware` and `error` are the plumbing.
+//! around it. It only speaks HTTP: the rules are the domains' (`items`, `accounts`,
+//! `access`). Handlers live in `pages` (HTML), `signin` (sign-up, login, logout),
+//! `account` (the account page), `admin` (what only admins do) and `api` (JSON); `auth`
+//! says who is asking and `extract` what they ask about (and whether they may change
+//! it); `health` answers the probes, `metrics` Prometheus; `cache` makes the validators
+//! of conditional GETs; `rows` writes the list's table; `cookies`, `csrf`, `forwarded`,
+//! `hash`, `middleware` and `error` are the plumbing.
 
 mod account;
+mod admin;
 mod api;
 mod auth;
 mod cache;
+mod cookies;
 mod csrf;
 pub mod error;
 mod extract;
 mod forwarded;
+mod hash;
 mod health;
 mod metrics;
 pub mod middleware;
 mod pages;
 mod rows;
+mod signin;
 mod templates;
 
 use std::sync::Arc;
@@ -33,7 +39,6 @@ use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
-pub use account::issue_token;
 pub use csrf::CsrfKey;
 pub use forwarded::TrustedProxies;
 pub use metrics::Metrics;
@@ -102,9 +107,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             "/items/{id}/delete",
             get(pages::delete_item_form).post(pages::delete_item),
         )
-        .route("/signup", get(account::signup_form).post(account::signup))
-        .route("/login", get(account::login_form).post(account::login))
-        .route("/logout", post(account::logout))
+        .route("/signup", get(signin::signup_form).post(signin::signup))
+        .route("/login", get(signin::login_form).post(signin::login))
+        .route("/logout", post(signin::logout))
         .route("/account", get(account::account_page))
         .route("/account/password", post(account::change_password))
         .route("/account/tokens", post(account::create_token))
@@ -113,7 +118,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             "/account/sessions/end-others",
             post(account::end_other_sessions),
         )
-        .route("/account/users/disable", post(account::disable_user))
+        .route("/account/users/disable", post(admin::disable_user))
         // Outermost first: the CSRF cookie, then the session (which ties tokens to it).
         .layer(from_fn_with_state(state.clone(), auth::resolve_session))
         .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));

@@ -5,16 +5,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::auth::{allowed_to_change, audit_item, Frame, SignedIn, Viewer};
+use super::auth::{audit_item, SignedIn, Viewer};
 use super::cache::{CacheControl, ETag};
-use super::csrf::{CheckedForm, Protected};
+use super::csrf::{protected_form, CheckedForm};
 use super::error::AppError;
-use super::extract::{ExistingItem, Listing};
+use super::extract::{Editable, ExistingItem, Listing};
 use super::rows;
+use super::templates::Frame;
 use super::AppState;
-use crate::accounts::may_change;
+use crate::access::may_change;
 use crate::items::{
     idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
     ListQuery, DEFAULT_PER_PAGE,
@@ -68,14 +69,9 @@ fn list_page(
     Ok(html)
 }
 
-/// The fields of the add and edit forms, as sent.
-#[derive(Debug, Default, Deserialize)]
-pub struct ItemForm {
-    csrf_token: Option<String>,
-    idempotency_key: Option<String>,
-    name: Option<String>,
-    quantity: Option<String>,
-    description: Option<String>,
+protected_form! {
+    /// The fields of the add and edit forms, as sent.
+    pub struct ItemForm { idempotency_key, name, quantity, description }
 }
 
 impl ItemForm {
@@ -88,21 +84,9 @@ impl ItemForm {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct DeleteForm {
-    csrf_token: Option<String>,
-}
-
-impl Protected for ItemForm {
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf_token.as_deref()
-    }
-}
-
-impl Protected for DeleteForm {
-    fn csrf_token(&self) -> Option<&str> {
-        self.csrf_token.as_deref()
-    }
+protected_form! {
+    /// The delete confirmation's button: only its token.
+    pub struct DeleteForm {}
 }
 
 /// Where an item form posts, and what it says.
@@ -309,15 +293,14 @@ pub async fn show_item(
 /// `GET /items/{id}/edit`: the form, filled in with the item (for who may change it).
 pub async fn edit_item_form(
     State(state): State<AppState>,
-    ExistingItem(item): ExistingItem,
-    editor: SignedIn,
+    Editable(permit, _): Editable<SignedIn>,
     Extension(frame): Extension<Frame>,
 ) -> Result<Html<String>, AppError> {
-    allowed_to_change(&editor.user, &item)?;
+    let item = permit.subject();
     let input = ItemInput {
-        name: Some(item.name),
+        name: Some(item.name.clone()),
         quantity: Some(item.quantity.to_string()),
-        description: Some(item.description),
+        description: Some(item.description.clone()),
     };
     FormPage::edit(item.id).render(&state, &frame, &input, &FieldErrors::new())
 }
@@ -325,18 +308,16 @@ pub async fn edit_item_form(
 /// `POST /items/{id}`: save the edit and show the item, or the form again with messages.
 pub async fn update_item(
     State(state): State<AppState>,
-    editor: SignedIn,
+    Editable(permit, _): Editable<SignedIn>,
     Extension(frame): Extension<Frame>,
-    ExistingItem(existing): ExistingItem,
     CheckedForm(form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
-    allowed_to_change(&editor.user, &existing)?;
-    let id = existing.id;
+    let id = permit.subject().id;
     let input = form.input();
     match input.validate() {
-        Ok(item) => match state.store.update_item(id, &item).await? {
+        Ok(item) => match state.store.update_item(&permit, &item).await? {
             Some(item) => {
-                audit_item("item_updated", &editor.user, item.id);
+                audit_item("item_updated", permit.by(), item.id);
                 Ok(Redirect::to(&format!("/items/{}", item.id)).into_response())
             }
             None => Err(AppError::NotFound("item")),
@@ -349,27 +330,23 @@ pub async fn update_item(
 /// below.
 pub async fn delete_item_form(
     State(state): State<AppState>,
-    ExistingItem(item): ExistingItem,
-    editor: SignedIn,
+    Editable(permit, _): Editable<SignedIn>,
     Extension(frame): Extension<Frame>,
 ) -> Result<Html<String>, AppError> {
-    allowed_to_change(&editor.user, &item)?;
     let mut context = tera::Context::new();
     frame.insert_into(&mut context);
-    context.insert("item", &ItemView::from(&item));
+    context.insert("item", &ItemView::from(permit.subject()));
     Ok(Html(state.templates.render("delete.html", &context)?))
 }
 
 /// `POST /items/{id}/delete`: delete and go back to the list.
 pub async fn delete_item(
     State(state): State<AppState>,
-    editor: SignedIn,
-    ExistingItem(item): ExistingItem,
+    Editable(permit, _): Editable<SignedIn>,
     CheckedForm(_): CheckedForm<DeleteForm>,
 ) -> Result<Redirect, AppError> {
-    allowed_to_change(&editor.user, &item)?;
-    if state.store.delete_item(item.id).await? {
-        audit_item("item_deleted", &editor.user, item.id);
+    if state.store.delete_item(&permit).await? {
+        audit_item("item_deleted", permit.by(), permit.subject().id);
         Ok(Redirect::to("/items"))
     } else {
         Err(AppError::NotFound("item"))

@@ -3,7 +3,7 @@
 
 use tera::{Context, Tera};
 
-use super::cache::Fnv1a;
+use super::hash::Fnv1a;
 
 pub const STYLESHEET: &str = include_str!("templates/shop.css");
 
@@ -51,6 +51,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("account.html", include_str!("templates/account.html")),
 ];
+
+/// What the header of every page shows (who is signed in) and the form token the page's
+/// forms carry (the header's "Log out" is one of them).
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    pub username: Option<String>,
+    pub csrf_token: String,
+}
+
+impl Frame {
+    /// Put the frame into a template's context.
+    pub fn insert_into(&self, context: &mut tera::Context) {
+        context.insert("viewer", &self.username);
+        context.insert("csrf_token", &self.csrf_token);
+    }
+}
 
 pub struct Templates {
     tera: Tera,
