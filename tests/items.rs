@@ -582,12 +582,7 @@ async fn json_api(backend: Backend) {
 async fn errors_are_pages_with_a_request_id(backend: Backend) {
     let (_db, shop) = start(backend);
     let http = common::api_client(&shop).await;
-    for path in [
-        "/no/such/page",
-        "/items/999",
-        "/items/abc",
-        "/items/-1/edit",
-    ] {
+    for path in ["/no/such/page", "/items/999", "/items/abc"] {
         let response = http.get(shop.url(path)).send().await.unwrap();
         let (status, id, html) = common::answer_parts(response).await;
         assert_eq!(status, 404, "{path}");
@@ -596,6 +591,21 @@ async fn errors_are_pages_with_a_request_id(backend: Backend) {
             "{path}: {html}"
         );
     }
+    // A form page asks who is asking first (anonymous visitors log in), then for the item.
+    let response = http.get(shop.url("/items/-1/edit")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "/login?next=%2Fitems%2F-1%2Fedit"
+    );
+    let seller = common::Seller::sign_up(&shop.url, &common::fresh_username()).await;
+    let response = seller.get(&shop.url("/items/-1/edit")).await;
+    let (status, id, html) = common::answer_parts(response).await;
+    assert_eq!(status, 404);
+    assert!(
+        html.contains("<h1>404 · Not Found</h1>") && html.contains(&id),
+        "{html}"
+    );
     let response = http.get(shop.url("/api/nothing")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["request_id"].is_string());

@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::{queries, Pool, Store, StoreError, StoreResult};
+
 /// The database as this process sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbState {
@@ -170,6 +172,106 @@ pub fn sqlite_failure(code: &str) -> Failure {
     match code.parse::<i32>() {
         Ok(c) if matches!(c & 0xff, 5 | 6 | 13) => Failure::Busy,
         _ => Failure::Other,
+    }
+}
+
+/// How often the probe checks a database that answers (to notice an outage with no
+/// traffic), and one that does not (to notice its return).
+const PROBE_WHILE_UP: Duration = Duration::from_secs(5);
+const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
+
+impl Store {
+    /// Whether the database answers, as this process last saw it.
+    pub fn db_state(&self) -> DbState {
+        self.availability.current()
+    }
+
+    /// Changes of `db_state`, for the status line.
+    pub fn watch_db_state(&self) -> tokio::sync::watch::Receiver<DbState> {
+        self.availability.subscribe()
+    }
+
+    /// Refuse at once while the database is known to be down (used by `run!`).
+    pub(super) fn gate(&self) -> StoreResult<()> {
+        match self.availability.current() {
+            DbState::Up => Ok(()),
+            down => Err(StoreError::Unavailable(down.describe())),
+        }
+    }
+
+    /// Turn a query's error into ours, marking the database down when it was lost.
+    pub(super) fn failed(&self, error: sqlx::Error) -> StoreError {
+        if classify(&error) == Failure::Unreachable && !self.saturated(&error) {
+            self.availability.mark_down(&error.to_string());
+        }
+        StoreError::from(error)
+    }
+
+    /// Whether a wait for a connection timed out because every open connection is busy
+    /// (slow queries under load: a 503 for this request, no outage) rather than because
+    /// none can be opened (the database is gone: the pool has dropped them all).
+    fn saturated(&self, error: &sqlx::Error) -> bool {
+        let (open, idle) = self.pool_stats();
+        matches!(error, sqlx::Error::PoolTimedOut) && open > 0 && idle == 0
+    }
+
+    /// Reach the database and (with `migrate`) apply pending migrations; on success the
+    /// store is up. Not gated: this is how a store that is down comes back.
+    pub async fn reach(&self, migrate: bool) -> StoreResult<()> {
+        let result = async {
+            self.follow_primary().await?;
+            self.ping().await?;
+            if migrate {
+                self.migrate().await?;
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => self.availability.mark_up(),
+            Err(StoreError::Unavailable(why)) => self.availability.mark_down(why),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Keep `db_state` true for as long as the process runs: while the database answers,
+    /// check it every few seconds; while it does not, try every quarter second and, once
+    /// it answers, apply pending migrations (with `migrate`) before serving again.
+    pub async fn watch_availability(self, migrate: bool) {
+        loop {
+            if self.availability.is_up() {
+                tokio::time::sleep(PROBE_WHILE_UP).await;
+                // A lost database marks itself down (`ping` sorts the error); a busy one
+                // (too many connections, a locked file) is no outage.
+                let _ = self.ping().await;
+            } else {
+                tokio::time::sleep(PROBE_WHILE_DOWN).await;
+                match self.reach(migrate).await {
+                    Ok(()) | Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the database answers but cannot be used; retrying");
+                        self.availability.mark_down(&e.to_string());
+                        tokio::time::sleep(PROBE_WHILE_UP).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A round trip to the database (not gated: the probe uses it).
+    pub async fn ping(&self) -> StoreResult<()> {
+        let result = match &self.pool() {
+            Pool::Postgres(pool) => self
+                .bounded(sqlx::query(queries::PING.postgres).execute(pool))
+                .await
+                .map(drop),
+            Pool::Sqlite(pool) => self
+                .bounded(sqlx::query(queries::PING.sqlite).execute(pool))
+                .await
+                .map(drop),
+        };
+        result.map_err(|e| self.failed(e))
     }
 }
 

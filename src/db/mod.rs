@@ -1,12 +1,15 @@
-//! One `Store` that the handlers call, whichever database is behind it. The SQL of the
-//! PostgreSQL and SQLite halves stands side by side in `queries`, so a reader sees that
-//! they match; connecting and migrating live in `migrate`; whether the database answers
-//! (and what a failure means) in `availability`; which of several PostgreSQL hosts is
-//! the primary in `primary`.
+//! One `Store` that the handlers call, whichever database is behind it: this file holds
+//! the type, its pools and how it connects. Its halves: the items in `items`, the
+//! accounts in `accounts` (sessions and tokens remembered in `auth_cache`), backups in
+//! `snapshot`; the SQL of PostgreSQL and SQLite stands side by side in `queries`, so a
+//! reader sees that they match; migrating lives in `migrate`; whether the database
+//! answers (outages, the probe, what a failure means) in `availability`; which of several
+//! PostgreSQL hosts is the primary, and following it, in `primary`.
 
 mod accounts;
 mod auth_cache;
 mod availability;
+mod items;
 mod migrate;
 mod primary;
 mod queries;
@@ -21,19 +24,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
-use tracing::instrument::WithSubscriber;
-use tracing::subscriber::NoSubscriber;
 
-use crate::access::{ChangeItem, Permit};
-use crate::accounts::User;
-use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
 use auth_cache::AuthCache;
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
+pub use items::Created;
 pub use migrate::MigrationState;
 use primary::Hosts;
-use queries::{run, Filter, Start};
+use queries::run;
 pub use snapshot::{Accounts, BackupRow, BackupToken, BackupUser, Record};
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
@@ -100,11 +99,6 @@ impl From<sqlx::Error> for StoreError {
         }
     }
 }
-
-/// How often the probe checks a database that answers (to notice an outage with no
-/// traffic), and one that does not (to notice its return).
-const PROBE_WHILE_UP: Duration = Duration::from_secs(5);
-const PROBE_WHILE_DOWN: Duration = Duration::from_millis(250);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -173,31 +167,6 @@ impl Store {
         self.pools.read().expect("pools lock").listener.clone()
     }
 
-    /// Several PostgreSQL hosts: find the primary and, when it is not the host the pools
-    /// point at, point them at it (new pools; the old ones go with their connections).
-    async fn follow_primary(&self) -> StoreResult<()> {
-        let Some(hosts) = self.hosts.as_ref().filter(|h| h.several()) else {
-            return Ok(());
-        };
-        let found = hosts
-            .find_primary()
-            .await
-            .map_err(StoreError::Unavailable)?;
-        let was = hosts.current();
-        if found != was {
-            *self.pools.write().expect("pools lock") =
-                postgres_pools(hosts.options(found), self.size);
-            hosts.set_current(found);
-            tracing::warn!(
-                primary = %hosts.name(found),
-                "the database primary is now {} (was {}): connecting there",
-                hosts.name(found),
-                hosts.name(was)
-            );
-        }
-        Ok(())
-    }
-
     /// Run `query` for at most the query timeout: a host that stopped answering counts as
     /// lost (an I/O error), like one that reset the connection.
     async fn bounded<T>(
@@ -224,105 +193,12 @@ impl Store {
         }
     }
 
-    /// Whether the database answers, as this process last saw it.
-    pub fn db_state(&self) -> DbState {
-        self.availability.current()
-    }
-
     /// The pool's open and idle connections.
     pub fn pool_stats(&self) -> (u32, usize) {
         match &self.pool() {
             Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
             Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
         }
-    }
-
-    /// Changes of `db_state`, for the status line.
-    pub fn watch_db_state(&self) -> tokio::sync::watch::Receiver<DbState> {
-        self.availability.subscribe()
-    }
-
-    /// Refuse at once while the database is known to be down (used by `run!`).
-    fn gate(&self) -> StoreResult<()> {
-        match self.availability.current() {
-            DbState::Up => Ok(()),
-            down => Err(StoreError::Unavailable(down.describe())),
-        }
-    }
-
-    /// Turn a query's error into ours, marking the database down when it was lost.
-    fn failed(&self, error: sqlx::Error) -> StoreError {
-        if classify(&error) == Failure::Unreachable && !self.saturated(&error) {
-            self.availability.mark_down(&error.to_string());
-        }
-        StoreError::from(error)
-    }
-
-    /// Whether a wait for a connection timed out because every open connection is busy
-    /// (slow queries under load: a 503 for this request, no outage) rather than because
-    /// none can be opened (the database is gone: the pool has dropped them all).
-    fn saturated(&self, error: &sqlx::Error) -> bool {
-        let (open, idle) = self.pool_stats();
-        matches!(error, sqlx::Error::PoolTimedOut) && open > 0 && idle == 0
-    }
-
-    /// Reach the database and (with `migrate`) apply pending migrations; on success the
-    /// store is up. Not gated: this is how a store that is down comes back.
-    pub async fn reach(&self, migrate: bool) -> StoreResult<()> {
-        let result = async {
-            self.follow_primary().await?;
-            self.ping().await?;
-            if migrate {
-                self.migrate().await?;
-            }
-            Ok(())
-        }
-        .await;
-        match &result {
-            Ok(()) => self.availability.mark_up(),
-            Err(StoreError::Unavailable(why)) => self.availability.mark_down(why),
-            Err(_) => {}
-        }
-        result
-    }
-
-    /// Keep `db_state` true for as long as the process runs: while the database answers,
-    /// check it every few seconds; while it does not, try every quarter second and, once
-    /// it answers, apply pending migrations (with `migrate`) before serving again.
-    pub async fn watch_availability(self, migrate: bool) {
-        loop {
-            if self.availability.is_up() {
-                tokio::time::sleep(PROBE_WHILE_UP).await;
-                // A lost database marks itself down (`ping` sorts the error); a busy one
-                // (too many connections, a locked file) is no outage.
-                let _ = self.ping().await;
-            } else {
-                tokio::time::sleep(PROBE_WHILE_DOWN).await;
-                match self.reach(migrate).await {
-                    Ok(()) | Err(StoreError::Unavailable(_)) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "the database answers but cannot be used; retrying");
-                        self.availability.mark_down(&e.to_string());
-                        tokio::time::sleep(PROBE_WHILE_UP).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A round trip to the database (not gated: the probe uses it).
-    pub async fn ping(&self) -> StoreResult<()> {
-        let result = match &self.pool() {
-            Pool::Postgres(pool) => self
-                .bounded(sqlx::query(queries::PING.postgres).execute(pool))
-                .await
-                .map(drop),
-            Pool::Sqlite(pool) => self
-                .bounded(sqlx::query(queries::PING.sqlite).execute(pool))
-                .await
-                .map(drop),
-        };
-        result.map_err(|e| self.failed(e))
     }
 
     /// The server's own description of itself, e.g. "PostgreSQL 15.8 …" or "SQLite 3.46.0".
@@ -346,139 +222,6 @@ impl Store {
             "{}, {role}",
             server.as_deref().unwrap_or("the Unix socket")
         ))
-    }
-
-    /// One page of the newest-first list; fetches one row more than the page to know
-    /// whether another page follows, and never counts the table.
-    pub async fn list_items(&self, query: &ListQuery) -> StoreResult<ItemPage> {
-        let backend = self.backend();
-        let (filter, needle) = match (query.search.is_empty(), backend) {
-            (true, _) => (Filter::All, None),
-            (false, Backend::Sqlite) if query.search_is_indexable() => {
-                (Filter::Contains, Some(query.fts_phrase()))
-            }
-            (false, Backend::Sqlite) => (Filter::ContainsShort, Some(query.like_pattern())),
-            (false, Backend::Postgres) => (Filter::Contains, Some(query.like_pattern())),
-        };
-        let (start, cursor) = match query.from {
-            None => (Start::Offset, None),
-            Some(Seek::Older(cursor)) => (Start::Older, Some(cursor)),
-            Some(Seek::Newer(cursor)) => (Start::Newer, Some(cursor)),
-        };
-        let sql = queries::list(backend, filter, start);
-        let limit = i64::from(query.per_page) + 1;
-        let offset = (start == Start::Offset).then(|| query.offset());
-        // A search is planned for its own text (an unnamed statement): a plan made for
-        // any text would walk the whole list for a word that is rare.
-        let prepared = needle.is_none();
-        let mut items: Vec<Item> = run!(@gated self, sql.as_str(), |text, pool| {
-            let mut statement = sqlx::query_as(text).persistent(prepared);
-            if let Some(needle) = &needle {
-                statement = statement.bind(needle);
-            }
-            if let Some(cursor) = cursor {
-                statement = statement.bind(cursor.date_added).bind(cursor.id);
-            }
-            statement = statement.bind(limit);
-            if let Some(offset) = offset {
-                statement = statement.bind(offset);
-            }
-            // Without logging: sqlx enters the current span (the request's) for every row
-            // it hands over, a tenth of a 1,000-row page's time. What it would log here
-            // (a slow statement) shows in the request's own line, with its latency.
-            statement.fetch_all(pool).with_subscriber(NoSubscriber::default()).await
-        })?;
-        let more = items.len() > query.per_page as usize;
-        items.truncate(query.per_page as usize);
-        Ok(match start {
-            Start::Offset => ItemPage {
-                items,
-                has_next: more,
-                has_prev: query.page > 1,
-            },
-            Start::Older => ItemPage {
-                items,
-                has_next: more,
-                has_prev: true,
-            },
-            Start::Newer => {
-                items.reverse();
-                ItemPage {
-                    items,
-                    has_next: true,
-                    has_prev: more,
-                }
-            }
-        })
-    }
-
-    /// A value that changes whenever any instance changes an item (see
-    /// `queries::DATA_VERSION`): what the pages' `ETag`s are made from. Read it before the
-    /// data it stands for, so a page is never older than its validator.
-    pub async fn data_version(&self) -> StoreResult<String> {
-        let (version,): (String,) = run!(self, as queries::DATA_VERSION, fetch_one)?;
-        Ok(version)
-    }
-
-    pub async fn get_item(&self, id: i64) -> StoreResult<Option<Item>> {
-        Ok(run!(self, as queries::GET, fetch_optional, id)?)
-    }
-
-    /// Store a new item. With an idempotency key that an earlier item was created with,
-    /// store nothing and return that item instead (`Created::replayed`) — to its own
-    /// seller: the key of another's item is `KeyTaken`.
-    pub async fn create_item(
-        &self,
-        item: &NewItem,
-        seller: &User,
-        key: Option<&str>,
-    ) -> StoreResult<Created> {
-        let owner = seller.id;
-        // Twice at most: the earlier item could be deleted between the two statements.
-        for _ in 0..2 {
-            let (name, quantity, description) = (&item.name, item.quantity, &item.description);
-            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner, &seller.username)?;
-            if let Some(item) = inserted {
-                ::metrics::counter!("shop_items_created_total").increment(1);
-                return Ok(Created {
-                    item,
-                    replayed: false,
-                });
-            }
-            let earlier: Option<Item> =
-                run!(self, as queries::GET_BY_IDEMPOTENCY_KEY, fetch_optional, key)?;
-            if let Some(item) = earlier {
-                if item.owner_id != Some(owner) {
-                    return Err(StoreError::KeyTaken);
-                }
-                return Ok(Created {
-                    item,
-                    replayed: true,
-                });
-            }
-        }
-        // The earlier item was being deleted as this one was stored, twice: try again.
-        Err(StoreError::Unavailable(
-            "the idempotency key is in use by an item being deleted".into(),
-        ))
-    }
-
-    /// Replace the fields of the item `permit` allows changing; `None` when it is gone.
-    pub async fn update_item(
-        &self,
-        permit: &Permit<ChangeItem>,
-        item: &NewItem,
-    ) -> StoreResult<Option<Item>> {
-        let id = permit.subject().id;
-        Ok(
-            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), id)?,
-        )
-    }
-
-    /// Delete the item `permit` allows changing; `false` when it was gone already.
-    pub async fn delete_item(&self, permit: &Permit<ChangeItem>) -> StoreResult<bool> {
-        let deleted = run!(self, queries::DELETE, execute, permit.subject().id)?;
-        Ok(deleted > 0)
     }
 
     pub async fn close(&self) {
@@ -507,43 +250,6 @@ fn postgres_pools(options: &PgConnectOptions, size: PoolSize) -> Pools {
         requests: Pool::Postgres(requests),
         listener: Some(listener),
     }
-}
-
-/// An item from a row of `queries::ITEM_COLUMNS`, by position (not by name, which is a
-/// lookup per column of every row).
-impl<'r, R> sqlx::FromRow<'r, R> for Item
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> Result<Item, sqlx::Error> {
-        // Unchecked: the columns' types are the schema's, not the caller's to choose, and
-        // a mismatch still fails to decode; checking them for every row cost a tenth of a
-        // 1,000-row page.
-        Ok(Item {
-            id: row.try_get_unchecked(0)?,
-            name: row.try_get_unchecked(1)?,
-            quantity: row.try_get_unchecked(2)?,
-            description: row.try_get_unchecked(3)?,
-            date_added: row.try_get_unchecked(4)?,
-            owner_id: row.try_get_unchecked(5)?,
-            seller: row.try_get_unchecked(6)?,
-        })
-    }
-}
-
-/// The outcome of `create_item`.
-#[derive(Debug, Clone)]
-pub struct Created {
-    pub item: Item,
-    /// The key had been used: nothing new was stored, `item` is the earlier one.
-    pub replayed: bool,
 }
 
 /// The server's clock, at the precision both databases keep (microseconds).

@@ -1,13 +1,15 @@
 //! PostgreSQL behind a failover manager: the URL lists every database host
 //! (`postgres://shop@db1,db2/shop`) and the store talks to whichever is the primary, as
 //! libpq does with `target_session_attrs=read-write`. Here: asking every host at once
-//! which is the primary, and which one the store's pools point at now.
+//! which is the primary, which one the store's pools point at now, and moving them there.
 
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
 use tokio::sync::watch;
+
+use super::{postgres_pools, Store, StoreError, StoreResult};
 
 /// How long a host has to answer "are you the primary?": a powered-off host answers
 /// nothing, so without a bound the question would wait for TCP to give up.
@@ -80,6 +82,33 @@ impl Hosts {
             "no primary among the database hosts ({})",
             why.join("; ")
         ))
+    }
+}
+
+impl Store {
+    /// Several PostgreSQL hosts: find the primary and, when it is not the host the pools
+    /// point at, point them at it (new pools; the old ones go with their connections).
+    pub(super) async fn follow_primary(&self) -> StoreResult<()> {
+        let Some(hosts) = self.hosts.as_ref().filter(|h| h.several()) else {
+            return Ok(());
+        };
+        let found = hosts
+            .find_primary()
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let was = hosts.current();
+        if found != was {
+            *self.pools.write().expect("pools lock") =
+                postgres_pools(hosts.options(found), self.size);
+            hosts.set_current(found);
+            tracing::warn!(
+                primary = %hosts.name(found),
+                "the database primary is now {} (was {}): connecting there",
+                hosts.name(found),
+                hosts.name(was)
+            );
+        }
+        Ok(())
     }
 }
 

@@ -153,8 +153,9 @@ where
         let Form(form) = Form::<T>::from_request(request, state)
             .await
             .map_err(|rejection| AppError::Rejected(rejection.status(), rejection.body_text()))?;
-        let cookie =
-            cookie.ok_or_else(|| AppError::Internal("the CSRF cookie layer is missing".into()))?;
+        let cookie = cookie.ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("the CSRF cookie layer is missing"))
+        })?;
         if !verify(state, &cookie, form.csrf_token()) {
             return Err(AppError::Forbidden(REFUSED));
         }

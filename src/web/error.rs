@@ -46,8 +46,10 @@ pub enum AppError {
     Rejected(StatusCode, String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or a broken dependency (500): the person sees a request id, the journal the
+    /// whole chain of causes.
+    #[error("internal error: {0:#}")]
+    Internal(#[source] anyhow::Error),
 }
 
 impl From<StoreError> for AppError {
@@ -59,7 +61,7 @@ impl From<StoreError> for AppError {
                 "This idempotency key was already used for another seller's item: send a new key."
                     .to_owned(),
             ),
-            other => AppError::Internal(other.to_string()),
+            other => AppError::Internal(other.into()),
         }
     }
 }
@@ -81,15 +83,7 @@ impl From<crate::accounts::password::Busy> for AppError {
 
 impl From<tera::Error> for AppError {
     fn from(error: tera::Error) -> Self {
-        use std::error::Error;
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        AppError::Internal(format!("template: {text}"))
+        AppError::Internal(anyhow::Error::new(error).context("template"))
     }
 }
 
@@ -175,7 +169,7 @@ impl IntoResponse for AppError {
                 return response;
             }
             AppError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = format!("{detail:#}"), "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     default_message(StatusCode::INTERNAL_SERVER_ERROR).to_owned(),

@@ -1,0 +1,185 @@
+//! The items' half of the store: the list (a page, searched, by keyset or offset), one
+//! item, and the writes (a create that an idempotency key makes safe to retry; an update
+//! and a delete that need the permit of `access::ChangeItem`).
+
+use chrono::{DateTime, Utc};
+use tracing::instrument::WithSubscriber;
+use tracing::subscriber::NoSubscriber;
+
+use super::queries::{self, run, Filter, Start};
+use super::{now, Backend, Store, StoreError, StoreResult};
+use crate::access::{ChangeItem, Permit};
+use crate::accounts::User;
+use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
+
+impl Store {
+    /// One page of the newest-first list; fetches one row more than the page to know
+    /// whether another page follows, and never counts the table.
+    pub async fn list_items(&self, query: &ListQuery) -> StoreResult<ItemPage> {
+        let backend = self.backend();
+        let (filter, needle) = match (query.search.is_empty(), backend) {
+            (true, _) => (Filter::All, None),
+            (false, Backend::Sqlite) if query.search_is_indexable() => {
+                (Filter::Contains, Some(query.fts_phrase()))
+            }
+            (false, Backend::Sqlite) => (Filter::ContainsShort, Some(query.like_pattern())),
+            (false, Backend::Postgres) => (Filter::Contains, Some(query.like_pattern())),
+        };
+        let (start, cursor) = match query.from {
+            None => (Start::Offset, None),
+            Some(Seek::Older(cursor)) => (Start::Older, Some(cursor)),
+            Some(Seek::Newer(cursor)) => (Start::Newer, Some(cursor)),
+        };
+        let sql = queries::list(backend, filter, start);
+        let limit = i64::from(query.per_page) + 1;
+        let offset = (start == Start::Offset).then(|| query.offset());
+        // A search is planned for its own text (an unnamed statement): a plan made for
+        // any text would walk the whole list for a word that is rare.
+        let prepared = needle.is_none();
+        let mut items: Vec<Item> = run!(@gated self, sql.as_str(), |text, pool| {
+            let mut statement = sqlx::query_as(text).persistent(prepared);
+            if let Some(needle) = &needle {
+                statement = statement.bind(needle);
+            }
+            if let Some(cursor) = cursor {
+                statement = statement.bind(cursor.date_added).bind(cursor.id);
+            }
+            statement = statement.bind(limit);
+            if let Some(offset) = offset {
+                statement = statement.bind(offset);
+            }
+            // Without logging: sqlx enters the current span (the request's) for every row
+            // it hands over, a tenth of a 1,000-row page's time. What it would log here
+            // (a slow statement) shows in the request's own line, with its latency.
+            statement.fetch_all(pool).with_subscriber(NoSubscriber::default()).await
+        })?;
+        let more = items.len() > query.per_page as usize;
+        items.truncate(query.per_page as usize);
+        Ok(match start {
+            Start::Offset => ItemPage {
+                items,
+                has_next: more,
+                has_prev: query.page > 1,
+            },
+            Start::Older => ItemPage {
+                items,
+                has_next: more,
+                has_prev: true,
+            },
+            Start::Newer => {
+                items.reverse();
+                ItemPage {
+                    items,
+                    has_next: true,
+                    has_prev: more,
+                }
+            }
+        })
+    }
+
+    /// A value that changes whenever any instance changes an item (see
+    /// `queries::DATA_VERSION`): what the pages' `ETag`s are made from. Read it before the
+    /// data it stands for, so a page is never older than its validator.
+    pub async fn data_version(&self) -> StoreResult<String> {
+        let (version,): (String,) = run!(self, as queries::DATA_VERSION, fetch_one)?;
+        Ok(version)
+    }
+
+    pub async fn get_item(&self, id: i64) -> StoreResult<Option<Item>> {
+        Ok(run!(self, as queries::GET, fetch_optional, id)?)
+    }
+
+    /// Store a new item. With an idempotency key that an earlier item was created with,
+    /// store nothing and return that item instead (`Created::replayed`) — to its own
+    /// seller: the key of another's item is `KeyTaken`.
+    pub async fn create_item(
+        &self,
+        item: &NewItem,
+        seller: &User,
+        key: Option<&str>,
+    ) -> StoreResult<Created> {
+        let owner = seller.id;
+        // Twice at most: the earlier item could be deleted between the two statements.
+        for _ in 0..2 {
+            let (name, quantity, description) = (&item.name, item.quantity, &item.description);
+            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner, &seller.username)?;
+            if let Some(item) = inserted {
+                ::metrics::counter!("shop_items_created_total").increment(1);
+                return Ok(Created {
+                    item,
+                    replayed: false,
+                });
+            }
+            let earlier: Option<Item> =
+                run!(self, as queries::GET_BY_IDEMPOTENCY_KEY, fetch_optional, key)?;
+            if let Some(item) = earlier {
+                if item.owner_id != Some(owner) {
+                    return Err(StoreError::KeyTaken);
+                }
+                return Ok(Created {
+                    item,
+                    replayed: true,
+                });
+            }
+        }
+        // The earlier item was being deleted as this one was stored, twice: try again.
+        Err(StoreError::Unavailable(
+            "the idempotency key is in use by an item being deleted".into(),
+        ))
+    }
+
+    /// Replace the fields of the item `permit` allows changing; `None` when it is gone.
+    pub async fn update_item(
+        &self,
+        permit: &Permit<ChangeItem>,
+        item: &NewItem,
+    ) -> StoreResult<Option<Item>> {
+        let id = permit.subject().id;
+        Ok(
+            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), id)?,
+        )
+    }
+
+    /// Delete the item `permit` allows changing; `false` when it was gone already.
+    pub async fn delete_item(&self, permit: &Permit<ChangeItem>) -> StoreResult<bool> {
+        let deleted = run!(self, queries::DELETE, execute, permit.subject().id)?;
+        Ok(deleted > 0)
+    }
+}
+
+/// An item from a row of `queries::ITEM_COLUMNS`, by position (not by name, which is a
+/// lookup per column of every row).
+impl<'r, R> sqlx::FromRow<'r, R> for Item
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Item, sqlx::Error> {
+        // Unchecked: the columns' types are the schema's, not the caller's to choose, and
+        // a mismatch still fails to decode; checking them for every row cost a tenth of a
+        // 1,000-row page.
+        Ok(Item {
+            id: row.try_get_unchecked(0)?,
+            name: row.try_get_unchecked(1)?,
+            quantity: row.try_get_unchecked(2)?,
+            description: row.try_get_unchecked(3)?,
+            date_added: row.try_get_unchecked(4)?,
+            owner_id: row.try_get_unchecked(5)?,
+            seller: row.try_get_unchecked(6)?,
+        })
+    }
+}
+
+/// The outcome of `create_item`.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub item: Item,
+    /// The key had been used: nothing new was stored, `item` is the earlier one.
+    pub replayed: bool,
+}
