@@ -118,10 +118,11 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
+    use crate::ids::{ItemId, UserId};
 
     fn user(id: i64, is_admin: bool) -> User {
         User {
-            id,
+            id: UserId(id),
             username: format!("u{id}"),
             is_admin,
             disabled: false,
@@ -130,12 +131,12 @@ mod tests {
 
     fn item(owner_id: Option<i64>) -> Item {
         Item {
-            id: 1,
+            id: ItemId(1),
             name: "n".into(),
             quantity: 1,
             description: "d".into(),
             date_added: Utc::now(),
-            owner_id,
+            owner_id: owner_id.map(UserId),
             seller: None,
         }
     }
@@ -155,11 +156,11 @@ mod tests {
     #[test]
     fn a_permit_is_given_exactly_when_the_rule_allows() {
         let permit = Permit::<ChangeItem>::check(user(1, false), item(Some(1))).unwrap();
-        assert_eq!(permit.by().id, 1);
-        assert_eq!(permit.subject().owner_id, Some(1));
+        assert_eq!(permit.by().id, UserId(1));
+        assert_eq!(permit.subject().owner_id, Some(UserId(1)));
         let (who, refusal) =
             Permit::<ChangeItem>::check(user(2, false), item(Some(1))).unwrap_err();
-        assert_eq!(who.id, 2);
+        assert_eq!(who.id, UserId(2));
         assert!(matches!(refusal, Refusal::Forbidden(why) if why.contains("another seller")));
     }
 }

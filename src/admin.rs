@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use crate::accounts::{check_password, issue_token, password, token_name, User, Username};
 use crate::config::Settings;
 use crate::db::Store;
+use crate::ids::TokenId;
 
 /// `shop user add NAME [--admin]`.
 pub async fn add_user(settings: &Settings, name: &str, admin: bool) -> anyhow::Result<()> {
@@ -121,7 +122,7 @@ pub async fn list_tokens(settings: &Settings, name: &str) -> anyhow::Result<()> 
 }
 
 /// `shop token revoke USER ID`.
-pub async fn revoke_token(settings: &Settings, name: &str, id: i64) -> anyhow::Result<()> {
+pub async fn revoke_token(settings: &Settings, name: &str, id: TokenId) -> anyhow::Result<()> {
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     if !store.revoke_token(user.id, id).await? {
@@ -131,7 +132,7 @@ pub async fn revoke_token(settings: &Settings, name: &str, id: i64) -> anyhow::R
             user.username
         );
     }
-    tracing::info!(event = "token_revoked", user = %user.username, token_id = id, by = "cli", "API token {id} of {} revoked from the command line", user.username);
+    tracing::info!(event = "token_revoked", user = %user.username, token_id = id.0, by = "cli", "API token {id} of {} revoked from the command line", user.username);
     println!("token {id} of {} revoked", user.username);
     store.close().await;
     Ok(())

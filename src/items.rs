@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::ids::{ItemId, UserId};
+
 pub const MAX_TEXT_CHARS: usize = 256;
 pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const DEFAULT_PER_PAGE: u32 = 50;
@@ -15,14 +17,14 @@ pub const MAX_SEARCH_CHARS: usize = 256;
 /// An item as stored (read from a row by `db`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Item {
-    pub id: i64,
+    pub id: ItemId,
     pub name: String,
     pub quantity: i32,
     pub description: String,
     pub date_added: DateTime<Utc>,
     /// The user who sells it (`None`: made before accounts, only an admin may change it).
     #[serde(skip)]
-    pub owner_id: Option<i64>,
+    pub owner_id: Option<UserId>,
     /// The seller's username, as the list and the item page show it.
     pub seller: Option<String>,
 }
@@ -162,7 +164,7 @@ pub enum Seek {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub date_added: DateTime<Utc>,
-    pub id: i64,
+    pub id: ItemId,
 }
 
 impl Cursor {
@@ -176,7 +178,7 @@ impl Cursor {
     fn parse(text: &str, name: &str) -> Result<Cursor, String> {
         let parsed = text.split_once('.').and_then(|(micros, id)| {
             let date_added = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-            let id = id.parse().ok().filter(|id| *id > 0)?;
+            let id = id.parse().ok()?;
             Some(Cursor { date_added, id })
         });
         parsed.ok_or_else(|| {
@@ -391,7 +393,7 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let cursor = Cursor {
             date_added: DateTime::from_timestamp_micros(1_763_852_820_123_456).unwrap(),
-            id: 42,
+            id: crate::ids::ItemId(42),
         };
         assert_eq!(cursor.to_string(), "1763852820123456.42");
         let text = cursor.to_string();

@@ -8,6 +8,7 @@ pub mod app;
 pub mod backup;
 pub mod config;
 pub mod db;
+pub mod ids;
 pub mod items;
 pub mod server;
 pub mod systemd;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shop::config::Settings;
+use shop::ids::TokenId;
 use shop::systemd::Handover;
 use shop::{admin, app, backup, telemetry};
 
@@ -83,7 +84,7 @@ enum TokenCommand {
     /// List USER's tokens (never the tokens themselves)
     List { user: String },
     /// Revoke USER's token ID: it stops working at once
-    Revoke { user: String, id: i64 },
+    Revoke { user: String, id: TokenId },
 }
 
 fn main() -> ExitCode {

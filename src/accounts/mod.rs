@@ -12,6 +12,8 @@ mod tokens;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::ids::UserId;
+
 pub use login::{authenticate, LoginError};
 pub use tokens::{issue_token, token_name};
 
@@ -24,7 +26,7 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 64;
 /// A user as the rest of shop sees them (never with the password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub username: String,
     pub is_admin: bool,
     pub disabled: bool,

@@ -27,6 +27,6 @@ pub async fn issue_token(
     let info = store
         .create_token(user.id, name, &secrets::digest(&token))
         .await?;
-    tracing::info!(event = "token_created", user = %user.username, token_id = info.id, token_name = %info.name, by, "API token {} ({:?}) created for {}", info.id, info.name, user.username);
+    tracing::info!(event = "token_created", user = %user.username, token_id = info.id.0, token_name = %info.name, by, "API token {} ({:?}) created for {}", info.id, info.name, user.username);
     Ok(token)
 }

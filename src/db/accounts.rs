@@ -8,6 +8,7 @@ use super::queries::{run, Sql};
 use super::{now, Store, StoreResult};
 use crate::accounts::secrets::SessionHash;
 use crate::accounts::{User, UserRecord, Username};
+use crate::ids::{TokenId, UserId};
 
 const CREATE_USER: Sql = Sql::same(
     "INSERT INTO users (username, username_key, password_hash, is_admin, created_at) \
@@ -65,12 +66,12 @@ const FAILURES_FROM_ADDRESS: Sql =
 const CLEAR_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE username_key = $1");
 const DELETE_OLD_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE at < $1");
 
-type UserRow = (i64, String, bool, bool);
+type UserRow = (UserId, String, bool, bool);
 /// A user's columns, then the session's created and last-seen times.
-type SessionRow = (i64, String, bool, bool, DateTime<Utc>, DateTime<Utc>);
+type SessionRow = (UserId, String, bool, bool, DateTime<Utc>, DateTime<Utc>);
 /// A user's columns, then the token's last use.
-type TokenUserRow = (i64, String, bool, bool, Option<DateTime<Utc>>);
-type TokenRow = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
+type TokenUserRow = (UserId, String, bool, bool, Option<DateTime<Utc>>);
+type TokenRow = (TokenId, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
 fn user((id, username, is_admin, disabled): UserRow) -> User {
     User {
@@ -92,7 +93,7 @@ pub struct SessionRecord {
 /// An API token as listed (never the token itself: it is shown once, at creation).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenInfo {
-    pub id: i64,
+    pub id: TokenId,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -127,7 +128,7 @@ impl Store {
 
     /// The user with this (lower-case) name and their password hash.
     pub async fn credentials(&self, key: &str) -> StoreResult<Option<(User, String)>> {
-        let row: Option<(i64, String, bool, bool, String)> =
+        let row: Option<(UserId, String, bool, bool, String)> =
             run!(self, as CREDENTIALS, fetch_optional, key)?;
         Ok(row.map(|(id, name, admin, disabled, hash)| (user((id, name, admin, disabled)), hash)))
     }
@@ -138,7 +139,7 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows: Vec<(i64, String, bool, bool, DateTime<Utc>)> =
+        let rows: Vec<(UserId, String, bool, bool, DateTime<Utc>)> =
             run!(self, as LIST_USERS, fetch_all)?;
         Ok(rows
             .into_iter()
@@ -149,7 +150,7 @@ impl Store {
             .collect())
     }
 
-    pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()> {
+    pub async fn set_password_hash(&self, user_id: UserId, hash: &str) -> StoreResult<()> {
         run!(self, SET_PASSWORD_HASH, execute, hash, user_id)?;
         self.forget(&Change::User(user_id));
         Ok(())
@@ -165,7 +166,7 @@ impl Store {
         Ok(changed)
     }
 
-    pub async fn create_session(&self, session: &SessionHash, user_id: i64) -> StoreResult<()> {
+    pub async fn create_session(&self, session: &SessionHash, user_id: UserId) -> StoreResult<()> {
         run!(
             self,
             CREATE_SESSION,
@@ -224,7 +225,7 @@ impl Store {
     /// End every session of the user but `keep` (`None`: all of them); how many ended.
     pub async fn delete_other_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
         keep: Option<&SessionHash>,
     ) -> StoreResult<u64> {
         // No stored hash is empty: "" keeps none.
@@ -251,7 +252,7 @@ impl Store {
 
     pub async fn create_token(
         &self,
-        user_id: i64,
+        user_id: UserId,
         name: &str,
         token_hash: &str,
     ) -> StoreResult<TokenInfo> {
@@ -289,7 +290,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenInfo>> {
+    pub async fn list_tokens(&self, user_id: UserId) -> StoreResult<Vec<TokenInfo>> {
         let rows: Vec<TokenRow> = run!(self, as LIST_TOKENS, fetch_all, user_id)?;
         Ok(rows
             .into_iter()
@@ -303,7 +304,7 @@ impl Store {
     }
 
     /// Revoke one of the user's tokens; `false` when they have no such token.
-    pub async fn revoke_token(&self, user_id: i64, token_id: i64) -> StoreResult<bool> {
+    pub async fn revoke_token(&self, user_id: UserId, token_id: TokenId) -> StoreResult<bool> {
         let revoked = run!(self, REVOKE_TOKEN, execute, token_id, user_id)? > 0;
         self.forget(&Change::User(user_id));
         Ok(revoked)

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgListener;
 
 use super::{SessionRecord, Store, TokenRecord};
+use crate::ids::UserId;
 
 /// The channel migration 7's triggers notify.
 pub const CHANNEL: &str = "shop_auth";
@@ -109,7 +110,7 @@ pub enum Change {
     /// An API token was revoked or used (by its hash).
     Token(String),
     /// A user was disabled, enabled, given a password or removed (by id).
-    User(i64),
+    User(UserId),
     /// A table was emptied, or a payload this binary does not know: forget everything.
     Everything,
 }
@@ -266,7 +267,7 @@ mod tests {
     fn record(user_id: i64) -> SessionRecord {
         SessionRecord {
             user: User {
-                id: user_id,
+                id: UserId(user_id),
                 username: format!("user{user_id}"),
                 is_admin: false,
                 disabled: false,
@@ -286,7 +287,7 @@ mod tests {
     fn payloads_name_what_changed() {
         assert_eq!(Change::from_payload("sabc"), Change::Session("abc".into()));
         assert_eq!(Change::from_payload("tdef"), Change::Token("def".into()));
-        assert_eq!(Change::from_payload("u42"), Change::User(42));
+        assert_eq!(Change::from_payload("u42"), Change::User(UserId(42)));
         for unknown in ["*", "", "s", "u", "ux", "zzz"] {
             assert_eq!(
                 Change::from_payload(unknown),
@@ -335,7 +336,7 @@ mod tests {
         cache.forget(&Change::Session("a".into()));
         assert!(cache.session("a").is_none());
         assert!(cache.session("b").is_some());
-        cache.forget(&Change::User(2));
+        cache.forget(&Change::User(UserId(2)));
         assert!(cache.session("c").is_none() && cache.token("t").is_none());
         assert!(cache.session("b").is_some());
         cache.forget(&Change::Everything);

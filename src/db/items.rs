@@ -10,6 +10,7 @@ use super::queries::{self, run, Filter, Start};
 use super::{now, Backend, Store, StoreError, StoreResult};
 use crate::access::{ChangeItem, Permit};
 use crate::accounts::User;
+use crate::ids::ItemId;
 use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
 
 impl Store {
@@ -85,7 +86,7 @@ impl Store {
         Ok(version)
     }
 
-    pub async fn get_item(&self, id: i64) -> StoreResult<Option<Item>> {
+    pub async fn get_item(&self, id: ItemId) -> StoreResult<Option<Item>> {
         Ok(run!(self, as queries::GET, fetch_optional, id)?)
     }
 

@@ -16,6 +16,7 @@ use super::templates::Frame;
 use super::AppState;
 use crate::accounts::password;
 use crate::accounts::{check_password, issue_token, token_name};
+use crate::ids::TokenId;
 use crate::items::FieldErrors;
 
 protected_form! {
@@ -31,7 +32,7 @@ protected_form! {
 /// A token as the account page lists it.
 #[derive(Serialize)]
 struct TokenRow {
-    id: i64,
+    id: TokenId,
     name: String,
     created: String,
     last_used: String,
@@ -193,11 +194,11 @@ pub async fn revoke_token(
     Path(id): Path<String>,
     CheckedForm(_): CheckedForm<ButtonForm>,
 ) -> Result<Redirect, AppError> {
-    let id: i64 = id.parse().map_err(|_| AppError::NotFound("token"))?;
+    let id: TokenId = id.parse().map_err(|_| AppError::NotFound("token"))?;
     if !state.store.revoke_token(signed_in.user.id, id).await? {
         return Err(AppError::NotFound("token"));
     }
-    tracing::info!(event = "token_revoked", user = %signed_in.user.username, token_id = id, "API token {id} of {} revoked", signed_in.user.username);
+    tracing::info!(event = "token_revoked", user = %signed_in.user.username, token_id = id.0, "API token {id} of {} revoked", signed_in.user.username);
     Ok(Redirect::to("/account?done=revoked"))
 }
 

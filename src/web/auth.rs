@@ -22,6 +22,7 @@ use super::AppState;
 use crate::accounts::secrets::{self, SessionHash};
 use crate::accounts::User;
 use crate::db::SessionRecord;
+use crate::ids::ItemId;
 
 /// A session's last visit is written at most this often (not on every request).
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
@@ -251,11 +252,11 @@ async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
 /// item_updated, item_deleted). Recorded on the request's span, so the request's own log line carries
 /// it (`EVENT`, `USER`, `ITEM_ID`): one line per request, not two (a second line cost a
 /// create 6 % of its rate).
-pub fn audit_item(event: &'static str, user: &User, item_id: i64) {
+pub fn audit_item(event: &'static str, user: &User, item_id: ItemId) {
     let request = tracing::Span::current();
     request.record("event", event);
     request.record("user", user.username.as_str());
-    request.record("item_id", item_id);
+    request.record("item_id", item_id.0);
 }
 
 /// Who writes: the signed-in page visitor (`SignedIn`) or the API's `ApiWriter`. What

@@ -13,11 +13,10 @@ use super::auth::Writer;
 use super::error::AppError;
 use super::AppState;
 use crate::access::{ChangeItem, Permit};
+use crate::ids::ItemId;
 use crate::items::{Item, ListParams, ListQuery};
 
 /// The `{id}` of `/items/{id}…`: anything that is not a positive integer names no item.
-pub struct ItemId(pub i64);
-
 impl<S: Send + Sync> FromRequestParts<S> for ItemId {
     type Rejection = AppError;
 
@@ -25,11 +24,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ItemId {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| AppError::NotFound("item"))?;
-        raw.parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .map(ItemId)
-            .ok_or(AppError::NotFound("item"))
+        raw.parse().map_err(|_| AppError::NotFound("item"))
     }
 }
 
@@ -43,7 +38,7 @@ impl FromRequestParts<AppState> for ExistingItem {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<ExistingItem, AppError> {
-        let ItemId(id) = ItemId::from_request_parts(parts, state).await?;
+        let id = ItemId::from_request_parts(parts, state).await?;
         let item = state.store.get_item(id).await?;
         item.map(ExistingItem).ok_or(AppError::NotFound("item"))
     }
@@ -71,7 +66,7 @@ impl<W: Writer + Send> FromRequestParts<AppState> for Editable<W> {
                 tracing::info!(
                     event = "change_refused",
                     user = %user.username,
-                    item_id,
+                    item_id = item_id.0,
                     "{} may not change item {item_id}",
                     user.username,
                 );

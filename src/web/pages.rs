@@ -16,6 +16,7 @@ use super::rows;
 use super::templates::Frame;
 use super::AppState;
 use crate::access::may_change;
+use crate::ids::ItemId;
 use crate::items::{
     idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
     ListQuery, DEFAULT_PER_PAGE,
@@ -24,7 +25,7 @@ use crate::items::{
 /// An item as the templates show it.
 #[derive(Serialize)]
 struct ItemView<'a> {
-    id: i64,
+    id: ItemId,
     name: &'a str,
     quantity: i32,
     description: &'a str,
@@ -109,7 +110,7 @@ impl FormPage {
         }
     }
 
-    fn edit(id: i64) -> FormPage {
+    fn edit(id: ItemId) -> FormPage {
         FormPage {
             heading: "Edit item",
             submit: "Save changes",
@@ -368,7 +369,7 @@ mod tests {
         .unwrap();
         let cursor = Cursor {
             date_added: chrono::DateTime::from_timestamp_micros(1_000_000).unwrap(),
-            id: 7,
+            id: ItemId(7),
         };
         assert_eq!(
             page_url(&query, 3, Some(("after", cursor))),

@@ -16,7 +16,7 @@ pub fn write_rows(html: &mut String, items: &[Item]) {
     html.reserve(items.len() * ROW_BYTES);
     for item in items {
         html.push_str("<tr><td><a href=\"/items/");
-        push_int(html, item.id);
+        push_int(html, item.id.0);
         html.push_str("\">");
         push_escaped(html, &item.name);
         html.push_str("</a><td>");
@@ -125,12 +125,12 @@ mod tests {
 
     fn item(name: &str, description: &str, micros: i64) -> Item {
         Item {
-            id: 42,
+            id: crate::ids::ItemId(42),
             name: name.into(),
             quantity: 1000000,
             description: description.into(),
             date_added: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
-            owner_id: Some(7),
+            owner_id: Some(crate::ids::UserId(7)),
             seller: Some("ann<".into()),
         }
     }
