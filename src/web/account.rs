@@ -40,13 +40,13 @@ struct TokenRow {
 
 /// What the account page shows besides the user's tokens.
 #[derive(Default)]
-pub(super) struct AccountNotes<'a> {
-    pub message: Option<&'a str>,
-    pub new_token: Option<&'a str>,
-    pub errors: FieldErrors,
+struct AccountNotes<'a> {
+    message: Option<&'a str>,
+    new_token: Option<&'a str>,
+    errors: FieldErrors,
 }
 
-pub(super) async fn render_account(
+async fn render_account(
     state: &AppState,
     signed_in: &SignedIn,
     frame: &Frame,
@@ -73,6 +73,24 @@ pub(super) async fn render_account(
     context.insert("new_token", &notes.new_token);
     context.insert("errors", &notes.errors);
     Ok(Html(state.templates.render("account.html", &context)?))
+}
+
+/// The account page again (422), with `why` next to the form `field` belongs to.
+pub(super) async fn refused(
+    state: &AppState,
+    signed_in: &SignedIn,
+    frame: &Frame,
+    field: &'static str,
+    why: String,
+) -> Result<Response, AppError> {
+    let mut errors = FieldErrors::new();
+    errors.insert(field, why);
+    let notes = AccountNotes {
+        errors,
+        ..AccountNotes::default()
+    };
+    let html = render_account(state, signed_in, frame, notes).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,14 +162,7 @@ pub async fn change_password(
             Ok(Redirect::to("/account?done=password").into_response())
         }
         Err((field, why)) => {
-            let mut errors = FieldErrors::new();
-            errors.insert(field, why);
-            let notes = AccountNotes {
-                errors,
-                ..AccountNotes::default()
-            };
-            let html = render_account(&state, &signed_in, &frame, notes).await?;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
+            refused(&state, &signed_in, &frame, field, why).await
         }
     }
 }
@@ -166,14 +177,7 @@ pub async fn create_token(
     let name = match token_name(form.name.as_deref().unwrap_or("")) {
         Ok(name) => name,
         Err(why) => {
-            let mut errors = FieldErrors::new();
-            errors.insert("name", why);
-            let notes = AccountNotes {
-                errors,
-                ..AccountNotes::default()
-            };
-            let html = render_account(&state, &signed_in, &frame, notes).await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
+            return refused(&state, &signed_in, &frame, "name", why).await;
         }
     };
     let token = issue_token(&state.store, &signed_in.user, &name, "web").await?;

@@ -2,18 +2,16 @@
 //! on their account page). The `Admin` extractor lets nobody else in.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 
-use super::account::{render_account, AccountNotes};
+use super::account::refused;
 use super::auth::Admin;
 use super::csrf::{protected_form, CheckedForm};
 use super::error::AppError;
 use super::templates::Frame;
 use super::AppState;
 use crate::accounts::login_key;
-use crate::items::FieldErrors;
 
 protected_form! {
     /// Whom to disable.
@@ -37,14 +35,7 @@ pub async fn disable_user(
     let user = match disabled {
         Ok(user) => user,
         Err(why) => {
-            let mut errors = FieldErrors::new();
-            errors.insert("disable", why.to_owned());
-            let notes = AccountNotes {
-                errors,
-                ..AccountNotes::default()
-            };
-            let html = render_account(&state, &admin, &frame, notes).await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response());
+            return refused(&state, &admin, &frame, "disable", why.to_owned()).await;
         }
     };
     state.store.set_disabled(&key, true).await?;
