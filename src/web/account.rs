@@ -161,9 +161,7 @@ pub async fn change_password(
             tracing::info!(event = "password_changed", user = %user.username, sessions_ended = ended, "{} changed their password; {ended} other session(s) ended", user.username);
             Ok(Redirect::to("/account?done=password").into_response())
         }
-        Err((field, why)) => {
-            refused(&state, &signed_in, &frame, field, why).await
-        }
+        Err((field, why)) => refused(&state, &signed_in, &frame, field, why).await,
     }
 }
 

@@ -52,7 +52,6 @@ fn host_arch() -> &'static str {
 /// A Debian root file system with systemd and the extra packages asked for.
 pub struct Image {
     pub rootfs: PathBuf,
-    pub platform: Platform,
 }
 
 /// What every image has: systemd as init, and what user creation and Ansible need.
@@ -190,7 +189,7 @@ impl Image {
                 started.elapsed().as_secs_f64()
             );
         }
-        Image { rootfs, platform }
+        Image { rootfs }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Test helpers shared by every integration test: databases of both backends, the real
 //! `shop` binary started on a free port and stopped by PID, and an HTTP client that
 //! behaves like a browser filling in forms.
-#![allow(dead_code)]
 
 pub mod ansible;
+pub mod browser;
 pub mod container;
 pub mod deb;
 pub mod load;
@@ -518,6 +518,7 @@ pub fn migration_count() -> usize {
 
 /// The version of the migration that builds the search index (`*_search_index.sql`), which
 /// tests forget and run again to time or redo the build.
+#[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
 pub fn search_index_migration() -> u32 {
     std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
         .unwrap()
@@ -632,8 +633,8 @@ pub async fn wait_for_status(
     false
 }
 
-/// Declare an async test once per backend: `both_backends!(name, body_fn);`
-#[macro_export]
+/// Declare an async test once per backend: `both_backends!(name, body_fn);` (the suite
+/// takes it with `#[macro_use] mod common`).
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {

@@ -1,7 +1,7 @@
 //! A real nginx running the project's site (`nginx/shop.conf` and its snippets), rendered
 //! onto a free local port and the test's instance ports, stopped by the test by PID.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -112,6 +112,7 @@ pub fn check(prefix: &Path) -> (bool, String) {
 }
 
 /// An nginx that only serves `file` at `/static.html`: the proxy path's ceiling.
+#[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
 pub fn start_static(file: &Path) -> Nginx {
     let port = free_port();
     let root = file.parent().unwrap().display().to_string();
@@ -165,10 +166,6 @@ impl Nginx {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    pub fn prefix(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 }
 

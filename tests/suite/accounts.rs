@@ -2,7 +2,7 @@
 //! logout; sessions across instances; who may change which item (forms and API); admins
 //! and disabled users; API tokens; guessing; and what the database and the logs keep.
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

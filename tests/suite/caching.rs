@@ -3,7 +3,7 @@
 //! the same database writes. Each backend gets a database of its own (PostgreSQL: a
 //! cluster of its own, since its validator moves with any write to the cluster).
 
-mod common;
+use crate::common;
 
 use common::{client, Backend, PgCluster, Shop};
 use reqwest::header::{CACHE_CONTROL, COOKIE, ETAG, IF_NONE_MATCH, SET_COOKIE, VARY};

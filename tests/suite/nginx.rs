@@ -2,7 +2,7 @@
 //! instances on PostgreSQL, under bounded load, through crashes, rolling restarts and a
 //! database restart.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

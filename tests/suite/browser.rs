@@ -5,11 +5,9 @@
 //! at 1280×800 and at a phone's 390×844, and on the phone no sideways scrolling and no
 //! control under 24×24 px. The screenshots land in `target/screenshots/`.
 
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
+use crate::common;
 
-use browser::{Browser, DESKTOP, PHONE};
+use common::browser::{Browser, DESKTOP, PHONE};
 use common::{create_item, Backend, Shop, TestDb, PASSWORD};
 use fantoccini::key::Key;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! The shop's pages and JSON API against the real binary, on PostgreSQL and on SQLite.
 
-mod common;
+use crate::common;
 
 use common::{
     add_item, client, get_text, json_of, open_form, post_form, Backend, Seller, Shop, TestDb,

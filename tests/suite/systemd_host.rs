@@ -2,7 +2,7 @@
 //! status line, journal fields, restart after a crash, a restart under load with no
 //! failed request, shop.target, and idle exit.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

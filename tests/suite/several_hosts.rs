@@ -13,7 +13,7 @@
 //! stored twice, and a write made with one database host left kept when the other returns;
 //! and one app host powered off under load, with no failed request.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! back with identical fields; and the restores refused (a truncated file, a newer
 //! schema, items already there) that change nothing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! `systemd-socket-activate`, and readiness, status, watchdog and stopping messages read
 //! from a real `NOTIFY_SOCKET` datagram socket.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

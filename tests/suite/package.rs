@@ -3,7 +3,7 @@
 //! The two packages are built by tests/run (packaging/build-deb, then again with
 //! --no-build for a newer version) and named by SHOP_DEB_OLD and SHOP_DEB_NEW.
 
-mod common;
+use crate::common;
 
 use common::container::Platform;
 use common::deb::{assert_control_fields, assert_lintian_clean, package_lifecycle, Debs};

@@ -8,7 +8,7 @@
 //! `cargo test --test platforms -- --ignored --nocapture --test-threads=1`, which prints
 //! each step's time.
 
-mod common;
+use crate::common;
 
 use common::ansible::{deploy, deploy_fresh_host, running_instances, Layout};
 use common::container::Platform;

@@ -4,7 +4,7 @@
 //! `--check --diff`, a newer package deployed under load with no failed request, and a
 //! 95-second PostgreSQL outage under load with every request answered and no restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! How shop behaves when things go wrong: the database goes away and comes back, three
 //! instances start at once on an empty database, a query fails, SIGTERM arrives mid-request.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The command line: configuration layering and validation, `check`, `migrate`, `--help`
 //! and `--version`, and secrets that never show.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 
