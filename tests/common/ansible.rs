@@ -94,6 +94,25 @@ pub fn write_inventory(host: &Container, home: &Path, layout: Layout) {
     .unwrap();
 }
 
+/// The package architecture the playbook would deploy to `host` (`shop_deb_arch`, from the
+/// host's facts: tests/ansible/package-arch.yml).
+pub fn package_arch_chosen_for(host: &Container) -> String {
+    let home = tempfile::tempdir().unwrap();
+    write_inventory(host, home.path(), Layout::DEFAULT);
+    let out = ansible("ansible-playbook", home.path())
+        .arg("-i")
+        .arg(home.path().join("inventory.ini"))
+        .arg(repo().join("tests/ansible/package-arch.yml"))
+        .output()
+        .unwrap();
+    let text = said(&out);
+    assert!(out.status.success(), "package-arch.yml:\n{text}");
+    text.lines()
+        .find_map(|l| l.split("shop_deb_arch=").nth(1))
+        .map(|rest| rest.trim_end_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no shop_deb_arch in:\n{text}"))
+}
+
 /// Run the playbook against the container (with the inventory `write_inventory` wrote);
 /// the recap's `changed=` count.
 pub fn deploy(host: &Container, home: &Path, deb: &Path, extra: &[&str]) -> u32 {

@@ -199,7 +199,7 @@ fn the_packages_nginx_site_serves_the_instances(host: &Container) {
 }
 
 /// The package's whole life on a real systemd host of `platform`.
-pub fn package_lifecycle(platform: Platform, debs: &Debs) {
+pub fn package_lifecycle(platform: Platform, debs: &Debs) -> Container {
     let step = Step::start(platform, "boot the host");
     let host = Container::boot(&Image::shop_host_on(platform), "shop-package");
     host.copy_in(&debs.old, "/root/shop-old.deb", 0o644);
@@ -363,6 +363,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) {
     assert_eq!(status, 200);
     assert!(!body.contains("Kept item"), "purged data stays gone");
     drop(step);
+    host
 }
 
 /// An installation's output has no line that reads as a failure (such as deb-systemd-

@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use common::ansible::package_arch_chosen_for;
 use common::container::Platform;
 use common::deb::{assert_control_fields, assert_lintian_clean, package_lifecycle, Debs};
 
@@ -23,5 +24,10 @@ fn depends_are_computed_and_versions_increase() {
 #[test]
 #[ignore = "package tier: root and the packages tests/run builds"]
 fn the_package_on_a_real_systemd_host() {
-    package_lifecycle(Platform::BOOKWORM_AMD64, &Debs::amd64());
+    let host = package_lifecycle(Platform::BOOKWORM_AMD64, &Debs::amd64());
+    assert_eq!(
+        package_arch_chosen_for(&host),
+        "amd64",
+        "the playbook deploys the amd64 package to an amd64 host"
+    );
 }
