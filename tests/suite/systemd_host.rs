@@ -7,9 +7,31 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::container::{Container, Image};
+use common::container::{Container, Image, Platform};
 use common::wait_until;
 use serde_json::Value;
+
+/// Every test host's image, built (or found built, under /var/tmp) at once: tests/run
+/// starts this in the background while it compiles the arm64 packages, so that the tiers
+/// after it find the images ready. Each is a Debian with systemd as init.
+#[test]
+#[ignore = "container tier: root and systemd-nspawn; tests/run runs it"]
+fn every_test_host_image_builds() {
+    let platforms = [
+        Platform::BOOKWORM_AMD64,
+        Platform::BOOKWORM_ARM64,
+        Platform::TRIXIE_AMD64,
+    ];
+    std::thread::scope(|threads| {
+        for platform in platforms {
+            threads.spawn(move || {
+                let image = Image::shop_host_on(platform);
+                let init = image.rootfs.join("usr/lib/systemd/systemd");
+                assert!(init.exists(), "{}: no {}", platform.suite, init.display());
+            });
+        }
+    });
+}
 
 /// Put the binary, the units and the `shop` user in place, as the package will.
 fn install_shop(host: &Container) {
