@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::auth_cache::Change;
+use super::auth_cache::{Change, SessionRecord, TokenRecord};
 use super::queries::{run, Sql};
 use super::{now, Store, StoreResult};
 use crate::accounts::secrets::SessionHash;
@@ -82,27 +82,12 @@ fn user((id, username, is_admin, disabled): UserRow) -> User {
     }
 }
 
-/// A signed-in browser's session, as its cookie finds it.
-#[derive(Debug, Clone)]
-pub struct SessionRecord {
-    pub user: User,
-    pub created_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-}
-
 /// An API token as listed (never the token itself: it is shown once, at creation).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenInfo {
     pub id: TokenId,
     pub name: String,
     pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
-/// The user an API token belongs to, and the token's last use.
-#[derive(Debug, Clone)]
-pub struct TokenRecord {
-    pub user: User,
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

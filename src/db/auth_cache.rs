@@ -13,8 +13,26 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 
-use super::{SessionRecord, Store, TokenRecord};
+use chrono::{DateTime, Utc};
+
+use super::Store;
+use crate::accounts::User;
 use crate::ids::UserId;
+
+/// A signed-in browser's session, as its cookie finds it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub user: User,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// The user an API token belongs to, and the token's last use.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub user: User,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
 
 /// The channel migration 7's triggers notify.
 pub const CHANNEL: &str = "shop_auth";

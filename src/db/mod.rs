@@ -25,8 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-pub use accounts::{Failures, SessionRecord, TokenInfo, TokenRecord};
+pub use accounts::{Failures, TokenInfo};
 use auth_cache::AuthCache;
+pub use auth_cache::{SessionRecord, TokenRecord};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
 pub use items::Created;

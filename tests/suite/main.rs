@@ -18,6 +18,7 @@ mod caching;
 mod cli;
 mod consistency;
 mod items;
+mod layout;
 mod nginx;
 mod package;
 mod platforms;
