@@ -518,7 +518,6 @@ pub fn migration_count() -> usize {
 
 /// The version of the migration that builds the search index (`*_search_index.sql`), which
 /// tests forget and run again to time or redo the build.
-#[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
 pub fn search_index_migration() -> u32 {
     std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
         .unwrap()

@@ -112,7 +112,6 @@ pub fn check(prefix: &Path) -> (bool, String) {
 }
 
 /// An nginx that only serves `file` at `/static.html`: the proxy path's ceiling.
-#[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
 pub fn start_static(file: &Path) -> Nginx {
     let port = free_port();
     let root = file.parent().unwrap().display().to_string();

@@ -80,7 +80,6 @@ impl PgCluster {
     }
 
     /// Where this cluster's server programs are (pgbench is there too).
-    #[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }

@@ -46,7 +46,6 @@ impl Shop {
     }
 
     /// Like `start`, with another build of shop (the benchmark's previous release).
-    #[allow(dead_code)] // the benchmark's (tests/bench), not the suite's
     pub fn start_build(binary: &Path, database_url: &str, settings: &[(&str, &str)]) -> Shop {
         Shop::launch_build(binary.to_owned(), Socket::Bind, database_url, settings)
             .unwrap_or_else(|logs| panic!("{} did not start:\n{logs}", binary.display()))

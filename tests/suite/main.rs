@@ -13,6 +13,7 @@ mod common;
 mod accounts;
 mod ansible;
 mod backup;
+mod bench;
 mod browser;
 mod caching;
 mod cli;

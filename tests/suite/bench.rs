@@ -7,15 +7,14 @@
 //!
 //!   tests/bench/run                full run (release build, 10 s a scenario, 1,000,000
 //!                                  items), writes docs/benchmarks.md
-//!   cargo test --test bench -- --ignored
+//!   cargo test --test suite -- --ignored --nocapture bench::
 //!                                  smoke mode (about a second a scenario, 50,000 items),
 //!                                  part of tests/run
+//!
+//! A module of the test suite (its helpers are the suite's), one `#[ignore]`d test that
+//! prints its tables; `SHOP_BENCH=full` makes it the full run.
 
-// The benchmark borrows a few of the test suite's helpers (PostgreSQL, the shop process,
-// nginx): the suite's own build is the one that shows a helper nobody uses.
-#[path = "../common/mod.rs"]
-#[allow(dead_code, unused_macros)]
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -38,7 +37,7 @@ struct Plan {
 
 impl Plan {
     fn from_args() -> Plan {
-        let full = std::env::args().any(|a| a == "--full");
+        let full = std::env::var("SHOP_BENCH").is_ok_and(|v| v == "full");
         if full {
             Plan {
                 full,
@@ -80,15 +79,9 @@ const ANCESTOR_CREATE_PER_SEC: f64 = 1_044.0;
 /// A search word that the seeding puts in ten items of the big table, and nowhere else.
 const RARE_WORD: &str = "zebrawood";
 
-fn main() {
-    // Like an #[ignore]d test: run when asked for (tests/run passes --ignored, tests/bench/run
-    // --full), reported as skipped by a plain `cargo test`.
-    let asked = std::env::args()
-        .any(|a| ["--full", "--ignored", "--include-ignored"].contains(&a.as_str()));
-    if !asked {
-        println!("bench: ignored, benchmark tier: needs nginx and wrk; tests/run runs its smoke mode (cargo test --test bench -- --ignored)");
-        return;
-    }
+#[test]
+#[ignore = "benchmark tier: needs nginx and wrk; tests/run runs its smoke mode"]
+fn the_benchmark() {
     let plan = Plan::from_args();
     for tool in ["wrk", "nginx"] {
         let found = Command::new("sh")
