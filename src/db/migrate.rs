@@ -5,22 +5,75 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::LazyLock;
 
-use sqlx::migrate::Migrator;
+use std::borrow::Cow;
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::queries::{self, run};
 use super::{Backend, Pool, Store, StoreError, StoreResult};
 
+/// The files of `migrations/postgres` and `migrations/sqlite`, each name with its text
+/// (written by build.rs).
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
 /// The migrations, embedded. Applied migrations this binary does not know are ignored:
 /// migrations only add (columns, indexes), so after a downgrade the older shop keeps
 /// working on the newer schema (README: "Backups and rollback").
-static POSTGRES: LazyLock<Migrator> =
-    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/postgres")));
-static SQLITE: LazyLock<Migrator> =
-    LazyLock::new(|| tolerant(sqlx::migrate!("./migrations/sqlite")));
+static POSTGRES: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::POSTGRES));
+static SQLITE: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::SQLITE));
 
-fn tolerant(mut migrator: Migrator) -> Migrator {
+/// The migrations of `files`, as sqlx reads a folder of them (`sqlx::migrate!` did the
+/// same at compile time, with a proc macro that compiled sqlx a second time for the host):
+/// `VERSION_DESCRIPTION.sql`, the description's `_` as spaces, `-- no-transaction` on the
+/// first line to run outside a transaction, and the text's SHA-384 as its checksum.
+fn migrator(files: &'static [(&'static str, &'static str)]) -> Migrator {
+    let mut migrator = Migrator::new(Embedded(files))
+        .now_or_never()
+        .expect("embedded migrations are ready at once")
+        .unwrap_or_else(|e| panic!("the embedded migrations: {e}"));
     migrator.set_ignore_missing(true);
     migrator
+}
+
+/// A folder of migrations compiled into the binary.
+#[derive(Debug)]
+struct Embedded(&'static [(&'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        future::ready(
+            self.0
+                .iter()
+                .map(|&(name, sql)| migration(name, sql))
+                .collect(),
+        )
+        .boxed()
+    }
+}
+
+fn migration(name: &str, sql: &'static str) -> Result<Migration, BoxDynError> {
+    let (version, rest) = name
+        .split_once('_')
+        .ok_or_else(|| format!("migration {name:?}: no VERSION_ prefix"))?;
+    let version: i64 = version
+        .parse()
+        .map_err(|_| format!("migration {name:?}: the version is not a number"))?;
+    let migration_type = MigrationType::from_filename(rest);
+    let description = rest
+        .trim_end_matches(migration_type.suffix())
+        .replace('_', " ");
+    let no_tx = sql.starts_with("-- no-transaction");
+    Ok(Migration::new(
+        version,
+        Cow::Owned(description),
+        migration_type,
+        Cow::Borrowed(sql),
+        no_tx,
+    ))
 }
 
 /// How far the database's schema is from the one this binary expects.
@@ -192,4 +245,32 @@ async fn lock_exclusive(path: String) -> StoreResult<File> {
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     locked.map_err(|source| StoreError::MigrationLock { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_migrations_are_what_sqlx_reads_from_the_folders() {
+        for (folder, migrator) in [("postgres", &*POSTGRES), ("sqlite", &*SQLITE)] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let read = sqlx::migrate::resolve_blocking(&dir).unwrap();
+            let ours: Vec<_> = migrator.iter().collect();
+            assert_eq!(ours.len(), read.len(), "{folder}");
+            for (ours, (theirs, _)) in ours.iter().zip(&read) {
+                assert_eq!(ours.version, theirs.version);
+                assert_eq!(ours.description, theirs.description);
+                assert_eq!(ours.checksum, theirs.checksum, "{folder} {}", ours.version);
+                assert_eq!(ours.no_tx, theirs.no_tx);
+                assert_eq!(ours.migration_type, theirs.migration_type);
+            }
+        }
+        assert!(
+            POSTGRES.iter().any(|m| m.no_tx),
+            "the search index is built outside a transaction"
+        );
+    }
 }

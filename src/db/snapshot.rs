@@ -11,7 +11,7 @@ use super::queries::{self, run};
 use super::{Backend, Pool, Store, StoreError, StoreResult};
 
 /// One item with every column the table has (what a backup holds).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupRow {
     pub id: i64,
     pub name: String,
@@ -20,17 +20,15 @@ pub struct BackupRow {
     pub date_added: DateTime<Utc>,
     /// Absent before schema 3 (from the database, and from backups).
     #[serde(default)]
-    #[sqlx(default)]
     pub updated_at: Option<DateTime<Utc>>,
     pub idempotency_key: Option<String>,
     /// Absent before schema 6 (accounts): such items have no seller.
     #[serde(default)]
-    #[sqlx(default)]
     pub owner_id: Option<i64>,
 }
 
 /// A user with every column (the password's hash, never the password).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupUser {
     pub id: i64,
     pub username: String,
@@ -42,7 +40,7 @@ pub struct BackupUser {
 }
 
 /// An API token's hash and what it belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupToken {
     pub id: i64,
     pub user_id: i64,
@@ -51,6 +49,69 @@ pub struct BackupToken {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
 }
+
+/// The bounds a row of either backend meets for the columns a backup reads.
+macro_rules! row_from {
+    ($name:ident, |$row:ident| $body:expr) => {
+        impl<'r, R> sqlx::FromRow<'r, R> for $name
+        where
+            R: sqlx::Row,
+            &'r str: sqlx::ColumnIndex<R>,
+            i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            fn from_row($row: &'r R) -> Result<$name, sqlx::Error> {
+                $body
+            }
+        }
+    };
+}
+
+/// A column that older schemas lack: `None` when the row has no such column.
+fn optional<'r, R, T>(row: &'r R, column: &'r str) -> Result<Option<T>, sqlx::Error>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    match row.try_get::<Option<T>, _>(column) {
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        other => other,
+    }
+}
+
+row_from!(BackupRow, |row| Ok(BackupRow {
+    id: row.try_get("id")?,
+    name: row.try_get("name")?,
+    quantity: row.try_get("quantity")?,
+    description: row.try_get("description")?,
+    date_added: row.try_get("date_added")?,
+    updated_at: optional(row, "updated_at")?,
+    idempotency_key: row.try_get("idempotency_key")?,
+    owner_id: optional(row, "owner_id")?,
+}));
+
+row_from!(BackupUser, |row| Ok(BackupUser {
+    id: row.try_get("id")?,
+    username: row.try_get("username")?,
+    username_key: row.try_get("username_key")?,
+    password_hash: row.try_get("password_hash")?,
+    is_admin: row.try_get("is_admin")?,
+    disabled: row.try_get("disabled")?,
+    created_at: row.try_get("created_at")?,
+}));
+
+row_from!(BackupToken, |row| Ok(BackupToken {
+    id: row.try_get("id")?,
+    user_id: row.try_get("user_id")?,
+    name: row.try_get("name")?,
+    token_hash: row.try_get("token_hash")?,
+    created_at: row.try_get("created_at")?,
+    last_used_at: row.try_get("last_used_at")?,
+}));
 
 /// One record of a backup, in the order they are written: users, tokens, items.
 #[derive(Debug, Clone)]
