@@ -7,7 +7,10 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
 
-use crate::accounts::{check_password, issue_token, password, token_name, User, Username};
+use crate::accounts::{
+    check_password, issue_token, password, sign_out_elsewhere, token_name, TokenLifetime, User,
+    Username,
+};
 use crate::config::Settings;
 use crate::db::Store;
 use crate::ids::TokenId;
@@ -74,29 +77,37 @@ pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> an
     Ok(())
 }
 
-/// `shop user password NAME`: a new password; the user's sessions end.
+/// `shop user password NAME`: a new password; the user's sessions end and their API
+/// tokens are revoked.
 pub async fn set_password(settings: &Settings, name: &str) -> anyhow::Result<()> {
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     let secret = read_password(&format!("New password for {}: ", user.username))?;
     let hash = checked_hash(settings, &secret, &user.username)?;
     store.set_password_hash(user.id, &hash).await?;
-    let ended = store.delete_other_sessions(user.id, None).await?;
-    tracing::info!(event = "admin_password_set", user = %user.username, sessions_ended = ended, by = "cli", "password of {} set from the command line", user.username);
+    let ended = sign_out_elsewhere(&store, user.id, None).await?;
+    tracing::info!(event = "admin_password_set", user = %user.username, sessions_ended = ended.sessions, tokens_revoked = ended.tokens, by = "cli", "password of {} set from the command line", user.username);
     println!(
-        "password of {} changed; {ended} session(s) ended",
-        user.username
+        "password of {} changed; {} session(s) ended, {} API token(s) revoked",
+        user.username, ended.sessions, ended.tokens
     );
     store.close().await;
     Ok(())
 }
 
-/// `shop token create USER --name NAME`: prints the token (only this once).
-pub async fn create_token(settings: &Settings, name: &str, token: &str) -> anyhow::Result<()> {
+/// `shop token create USER --name NAME [--expires DAYS|never]`: prints the token (only
+/// this once).
+pub async fn create_token(
+    settings: &Settings,
+    name: &str,
+    token: &str,
+    expires: Option<TokenLifetime>,
+) -> anyhow::Result<()> {
     let token_name = token_name(token).map_err(anyhow::Error::msg)?;
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
-    let token = issue_token(&store, &user, &token_name, "cli").await?;
+    let lifetime = expires.unwrap_or_else(|| settings.accounts.token_lifetime());
+    let token = issue_token(&store, &user, &token_name, lifetime, "cli").await?;
     println!("{token}");
     store.close().await;
     Ok(())
@@ -107,14 +118,18 @@ pub async fn list_tokens(settings: &Settings, name: &str) -> anyhow::Result<()> 
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
     let when = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
-    println!("{:<6} {:<32} {:<22} last used", "id", "name", "created");
+    println!(
+        "{:<6} {:<32} {:<22} {:<22} expires",
+        "id", "name", "created", "last used"
+    );
     for token in store.list_tokens(user.id).await? {
         println!(
-            "{:<6} {:<32} {:<22} {}",
+            "{:<6} {:<32} {:<22} {:<22} {}",
             token.id,
             token.name,
             when(token.created_at),
-            token.last_used_at.map_or_else(|| "never".into(), when)
+            token.last_used_at.map_or_else(|| "never".into(), when),
+            token.expires_at.map_or_else(|| "never".into(), when)
         );
     }
     store.close().await;

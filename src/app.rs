@@ -175,7 +175,7 @@ async fn expire_sessions(store: Store, accounts: crate::config::AccountSettings)
             .delete_expired_sessions(ago(accounts.session_idle()), ago(accounts.session_max()))
             .await;
         let failures = store
-            .delete_old_login_failures(ago(accounts.login_window()))
+            .delete_old_login_failures(ago(accounts.guess_limit().window))
             .await;
         match (sessions, failures) {
             (Ok(0), Ok(_)) => {}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::accounts::throttle::GuessLimit;
+use crate::accounts::TokenLifetime;
 use crate::db::{DatabaseUrl, PoolSize};
 use crate::telemetry::LogFilter;
 
@@ -49,8 +51,11 @@ pub struct ServerSettings {
     /// Under socket activation, exit cleanly after this many seconds with no request
     /// (0: never); systemd keeps the socket and starts shop again on the next connection.
     pub idle_exit_after_secs: u64,
-    /// The proxies (nginx) whose `X-Forwarded-Proto` is believed: a request from one of
-    /// these addresses that says `https` came over HTTPS, and its cookie is `Secure`.
+    /// The proxies (nginx) whose `X-Forwarded-Proto` and `X-Forwarded-For` are believed:
+    /// a request from one of these addresses that says `https` came over HTTPS (its
+    /// cookies are `Secure` and `__Host-`), and the client address it names is the one
+    /// failed logins are counted by. None by default: any process that can connect from
+    /// a trusted address can claim any client address, so trust only nginx's.
     pub trusted_proxies: Vec<IpAddr>,
 }
 
@@ -110,10 +115,15 @@ pub struct AccountSettings {
     pub session_idle_secs: u64,
     /// A session ends this long after the login that made it, used or not.
     pub session_max_secs: u64,
-    /// Failed logins for one account, or from one address, within `login_window_secs`
-    /// after which further logins get 429 until the window has passed.
+    /// Password checks (logins, the current password on the account page, new API
+    /// tokens) that failed for one account, or from one address (an IPv6 client's /64),
+    /// or from one known device, within `login_window_secs`, after which further checks
+    /// get 429 until the oldest failure has left the window (`accounts::throttle`).
     pub login_attempts: i64,
     pub login_window_secs: u64,
+    /// How long a new API token works (0: until revoked); `shop token create --expires`
+    /// chooses per token.
+    pub token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -130,8 +140,14 @@ impl AccountSettings {
     pub fn session_max(&self) -> Duration {
         Duration::from_secs(self.session_max_secs)
     }
-    pub fn login_window(&self) -> Duration {
-        Duration::from_secs(self.login_window_secs)
+    pub fn guess_limit(&self) -> GuessLimit {
+        GuessLimit {
+            attempts: self.login_attempts,
+            window: Duration::from_secs(self.login_window_secs),
+        }
+    }
+    pub fn token_lifetime(&self) -> TokenLifetime {
+        TokenLifetime::from_secs(self.token_lifetime_secs)
     }
 }
 
@@ -211,6 +227,8 @@ impl Settings {
                 config::Environment::with_prefix("SHOP")
                     .prefix_separator("_")
                     .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies")
                     .source(Some(setting_variables())),
             )
             .build()
@@ -387,7 +405,7 @@ request_timeout_secs = 30
 shutdown_timeout_secs = 20
 keepalive_idle_secs = 75
 idle_exit_after_secs = 0
-trusted_proxies = ["127.0.0.1", "::1"]
+trusted_proxies = []
 
 [database]
 url = "sqlite:shop.db"
@@ -412,6 +430,8 @@ session_idle_secs = 604800
 session_max_secs = 2592000
 login_attempts = 10
 login_window_secs = 900
+# 90 days.
+token_lifetime_secs = 7776000
 "#;
 
 #[cfg(test)]

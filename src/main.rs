@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shop::accounts::TokenLifetime;
 use shop::config::Settings;
 use shop::ids::TokenId;
 use shop::systemd::Handover;
@@ -68,7 +69,8 @@ enum UserCommand {
     Disable { name: String },
     /// Enable a disabled user again
     Enable { name: String },
-    /// Set a user's password (from standard input, or asked); their sessions end
+    /// Set a user's password (from standard input, or asked); their sessions end and
+    /// their API tokens are revoked
     Password { name: String },
 }
 
@@ -80,6 +82,10 @@ enum TokenCommand {
         /// What the token is for
         #[arg(long)]
         name: String,
+        /// How long it works: a number of days (90 or 90d) or "never" [default: the
+        /// setting accounts.token_lifetime_secs, 90 days unless changed]
+        #[arg(long, value_name = "DAYS|never")]
+        expires: Option<TokenLifetime>,
     },
     /// List USER's tokens (never the tokens themselves)
     List { user: String },
@@ -164,7 +170,11 @@ async fn users(settings: &Settings, command: UserCommand) -> anyhow::Result<()> 
 
 async fn tokens(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { user, name } => admin::create_token(settings, &user, &name).await,
+        TokenCommand::Create {
+            user,
+            name,
+            expires,
+        } => admin::create_token(settings, &user, &name, expires).await,
         TokenCommand::List { user } => admin::list_tokens(settings, &user).await,
         TokenCommand::Revoke { user, id } => admin::revoke_token(settings, &user, id).await,
     }

@@ -1,7 +1,8 @@
 //! Logging with tracing: to the journal with structured fields when stderr is the journal
-//! (under systemd), as human-readable lines on stderr otherwise.
+//! (under systemd), as human-readable lines on stderr otherwise — one line an event, its
+//! control characters escaped (`EscapedStderr`), so no logged text can forge a line.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -79,14 +80,66 @@ pub fn init(level: &LogFilter) {
             return;
         }
     }
+    let ansi = std::io::stderr().is_terminal();
     registry
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(move || EscapedStderr { ansi })
+                .with_ansi(ansi)
                 .with_target(false),
         )
         .init();
+}
+
+/// stderr, for the log lines: each event arrives whole (the fmt layer formats it, then
+/// writes it at once), and every control character in it but its closing newline is
+/// written escaped (`\n`, `\r`, `\x1b`, …), whatever a field held. With colours on (a
+/// terminal) the escape character that starts them is left alone: tracing escapes the
+/// ones inside fields itself.
+struct EscapedStderr {
+    ansi: bool,
+}
+
+impl Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        // 0xC2 starts the C1 controls' UTF-8 (and a few letters: those take the slow way).
+        let plain = !body.iter().any(|&b| {
+            (b < 0x20 && b != b'\t' && !(self.ansi && b == 0x1b)) || b == 0x7f || b == 0xc2
+        });
+        let mut stderr = std::io::stderr().lock();
+        if plain {
+            stderr.write_all(buf)?;
+        } else {
+            let escaped = escape_controls(&String::from_utf8_lossy(buf), self.ansi);
+            stderr.write_all(escaped.as_bytes())?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `text` with its control characters escaped, but for a closing newline (and, when
+/// `keep_escape`, the escape character).
+fn escape_controls(text: &str, keep_escape: bool) -> String {
+    let (body, end) = match text.strip_suffix('\n') {
+        Some(body) => (body, "\n"),
+        None => (text, ""),
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in body.chars() {
+        match c {
+            '\x1b' if keep_escape => out.push(c),
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push_str(end);
+    out
 }
 
 /// For the one-shot commands that change accounts (`shop user`, `shop token`): their
@@ -129,6 +182,16 @@ fn stderr_is_journal() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logged_line_stays_one_line() {
+        assert_eq!(
+            escape_controls("failed login for \"ann\nforged line\r\" \x1b[31m\n", false),
+            "failed login for \"ann\\nforged line\\r\" \\u{1b}[31m\n"
+        );
+        assert_eq!(escape_controls("plain\ttab", false), "plain\ttab");
+        assert_eq!(escape_controls("\x1b[1mbold\n", true), "\x1b[1mbold\n");
+    }
 
     #[test]
     fn a_filter_is_checked_when_it_is_read() {

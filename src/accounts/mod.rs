@@ -1,21 +1,24 @@
 //! The domain of accounts, beside the domain of items: who a user is, the rules a
 //! username and a password must satisfy. Hashing lives in `password`, the random secrets
 //! of sessions and API tokens in `secrets`, checking a login in `login`, issuing tokens
-//! in `tokens` (the web and the command line call both); who may do what, in
-//! `crate::access`.
+//! in `tokens` (the web and the command line call both), bounding guesses in `throttle`;
+//! who may do what, in `crate::access`.
 
 mod login;
 pub mod password;
 pub mod secrets;
+pub mod throttle;
 mod tokens;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::accounts::secrets::SessionHash;
+use crate::db::{Store, StoreError};
 use crate::ids::UserId;
 
 pub use login::{authenticate, LoginError};
-pub use tokens::{issue_token, token_name};
+pub use tokens::{issue_token, token_name, TokenLifetime};
 
 pub const MIN_USERNAME_CHARS: usize = 3;
 pub const MAX_USERNAME_CHARS: usize = 32;
@@ -74,6 +77,27 @@ impl Username {
     pub fn key(&self) -> String {
         self.0.to_ascii_lowercase()
     }
+}
+
+/// What signing out everywhere else ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedOut {
+    pub sessions: u64,
+    pub tokens: u64,
+}
+
+/// End every session of `user` but `keep` (`None`: all) and revoke all their API tokens:
+/// what a password change (web or command line) and "sign out everywhere else" do, so a
+/// stolen session or password leaves nothing behind that still works. (A logout ends its
+/// own session only: the tokens a person made for their scripts keep working.)
+pub async fn sign_out_elsewhere(
+    store: &Store,
+    user: UserId,
+    keep: Option<&SessionHash>,
+) -> Result<SignedOut, StoreError> {
+    let sessions = store.delete_other_sessions(user, keep).await?;
+    let tokens = store.delete_tokens(user).await?;
+    Ok(SignedOut { sessions, tokens })
 }
 
 /// The lower-case key of whatever was typed at login (no rules: an unknown name is just
@@ -147,37 +171,9 @@ pub fn check_password(
     Ok(())
 }
 
-/// After `count` failed logins since the window began (the oldest at `oldest`): how many
-/// seconds to wait before the next try, or `None` while under `limit`. The wait ends when
-/// the oldest failure leaves the window, so nobody is locked out for good.
-pub fn login_wait(
-    count: i64,
-    oldest: Option<DateTime<Utc>>,
-    limit: i64,
-    window: std::time::Duration,
-    now: DateTime<Utc>,
-) -> Option<u64> {
-    if count < limit {
-        return None;
-    }
-    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let until = oldest.map_or(now + window, |oldest| oldest + window);
-    Some(until.signed_duration_since(now).num_seconds().max(1) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logins_wait_only_past_the_limit_and_only_until_the_window_moves_on() {
-        let now = Utc::now();
-        let window = std::time::Duration::from_secs(900);
-        assert_eq!(login_wait(9, Some(now), 10, window, now), None);
-        let oldest = now - chrono::Duration::seconds(600);
-        assert_eq!(login_wait(10, Some(oldest), 10, window, now), Some(300));
-        assert_eq!(login_wait(50, Some(now), 10, window, now), Some(900));
-    }
 
     #[test]
     fn usernames_are_checked_and_compared_without_case() {

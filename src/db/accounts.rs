@@ -44,34 +44,55 @@ const DELETE_EXPIRED_SESSIONS: Sql =
     Sql::same("DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2");
 
 const CREATE_TOKEN: Sql = Sql::same(
-    "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) \
-     RETURNING id, name, created_at, last_used_at",
+    "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id, name, created_at, last_used_at, expires_at",
 );
 const TOKEN_USER: Sql = Sql::same(
-    "SELECT u.id, u.username, u.is_admin, u.disabled, t.last_used_at \
+    "SELECT u.id, u.username, u.is_admin, u.disabled, t.last_used_at, t.expires_at \
      FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
 );
 const TOUCH_TOKEN: Sql = Sql::same("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2");
 const LIST_TOKENS: Sql = Sql::same(
-    "SELECT id, name, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id",
+    "SELECT id, name, created_at, last_used_at, expires_at FROM api_tokens WHERE user_id = $1 \
+     ORDER BY id",
 );
+const DELETE_TOKENS: Sql = Sql::same("DELETE FROM api_tokens WHERE user_id = $1");
 const REVOKE_TOKEN: Sql = Sql::same("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2");
 
-const RECORD_FAILURE: Sql =
-    Sql::same("INSERT INTO login_failures (username_key, address, at) VALUES ($1, $2, $3)");
+/// An attempt is written before its password is checked (see `accounts::throttle`).
+const RECORD_ATTEMPT: Sql = Sql::same(
+    "INSERT INTO login_failures (username_key, address, device, at) VALUES ($1, $2, $3, $4) \
+     RETURNING id",
+);
+const FORGET_ATTEMPT: Sql = Sql::same("DELETE FROM login_failures WHERE id = $1");
 const FAILURES_OF_ACCOUNT: Sql =
     Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE username_key = $1 AND at > $2");
 const FAILURES_FROM_ADDRESS: Sql =
     Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE address = $1 AND at > $2");
+const FAILURES_OF_DEVICE: Sql =
+    Sql::same("SELECT COUNT(*), MIN(at) FROM login_failures WHERE device = $1 AND at > $2");
 const CLEAR_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE username_key = $1");
 const DELETE_OLD_FAILURES: Sql = Sql::same("DELETE FROM login_failures WHERE at < $1");
 
 type UserRow = (UserId, String, bool, bool);
 /// A user's columns, then the session's created and last-seen times.
 type SessionRow = (UserId, String, bool, bool, DateTime<Utc>, DateTime<Utc>);
-/// A user's columns, then the token's last use.
-type TokenUserRow = (UserId, String, bool, bool, Option<DateTime<Utc>>);
-type TokenRow = (TokenId, String, DateTime<Utc>, Option<DateTime<Utc>>);
+/// A user's columns, then the token's last use and expiry.
+type TokenUserRow = (
+    UserId,
+    String,
+    bool,
+    bool,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+type TokenRow = (
+    TokenId,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
 
 fn user((id, username, is_admin, disabled): UserRow) -> User {
     User {
@@ -89,7 +110,25 @@ pub struct TokenInfo {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// `None`: it never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
+
+impl From<TokenRow> for TokenInfo {
+    fn from((id, name, created_at, last_used_at, expires_at): TokenRow) -> TokenInfo {
+        TokenInfo {
+            id,
+            name,
+            created_at,
+            last_used_at,
+            expires_at,
+        }
+    }
+}
+
+/// A password check written down by `record_attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptId(i64);
 
 /// Recent failed logins: how many since the window began, and the oldest of them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -240,15 +279,11 @@ impl Store {
         user_id: UserId,
         name: &str,
         token_hash: &str,
+        expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<TokenInfo> {
-        let (id, name, created_at, last_used_at) =
-            run!(self, as CREATE_TOKEN, fetch_one, user_id, name, token_hash, now())?;
-        Ok(TokenInfo {
-            id,
-            name,
-            created_at,
-            last_used_at,
-        })
+        let row: TokenRow = run!(self, as CREATE_TOKEN, fetch_one,
+            user_id, name, token_hash, now(), expires_at)?;
+        Ok(row.into())
     }
 
     /// The API token with this hash and its user: remembered, else read (as `session`).
@@ -259,10 +294,13 @@ impl Store {
         }
         let ticket = cache.and_then(|c| c.ticket());
         let row: Option<TokenUserRow> = run!(self, as TOKEN_USER, fetch_optional, token_hash)?;
-        let record = row.map(|(id, name, admin, disabled, last_used_at)| TokenRecord {
-            user: user((id, name, admin, disabled)),
-            last_used_at,
-        });
+        let record = row.map(
+            |(id, name, admin, disabled, last_used_at, expires_at)| TokenRecord {
+                user: user((id, name, admin, disabled)),
+                last_used_at,
+                expires_at,
+            },
+        );
         if let (Some(cache), Some(ticket), Some(record)) = (cache, ticket, &record) {
             cache.keep_token(ticket, token_hash, record);
         }
@@ -277,15 +315,14 @@ impl Store {
 
     pub async fn list_tokens(&self, user_id: UserId) -> StoreResult<Vec<TokenInfo>> {
         let rows: Vec<TokenRow> = run!(self, as LIST_TOKENS, fetch_all, user_id)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, created_at, last_used_at)| TokenInfo {
-                id,
-                name,
-                created_at,
-                last_used_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(TokenInfo::from).collect())
+    }
+
+    /// Revoke all of the user's tokens; how many there were.
+    pub async fn delete_tokens(&self, user_id: UserId) -> StoreResult<u64> {
+        let revoked = run!(self, DELETE_TOKENS, execute, user_id)?;
+        self.forget(&Change::User(user_id));
+        Ok(revoked)
     }
 
     /// Revoke one of the user's tokens; `false` when they have no such token.
@@ -295,12 +332,25 @@ impl Store {
         Ok(revoked)
     }
 
-    pub async fn record_login_failure(&self, key: &str, address: &str) -> StoreResult<()> {
-        run!(self, RECORD_FAILURE, execute, key, address, now())?;
+    /// Write down a password check about to be made (for the account `key`, from the
+    /// address key `address`, with the known device `device`): its id.
+    pub async fn record_attempt(
+        &self,
+        key: &str,
+        address: &str,
+        device: Option<&str>,
+    ) -> StoreResult<AttemptId> {
+        let (id,): (i64,) = run!(self, as RECORD_ATTEMPT, fetch_one, key, address, device, now())?;
+        Ok(AttemptId(id))
+    }
+
+    /// Take back an attempt that succeeded or was never checked.
+    pub async fn forget_attempt(&self, attempt: AttemptId) -> StoreResult<()> {
+        run!(self, FORGET_ATTEMPT, execute, attempt.0)?;
         Ok(())
     }
 
-    /// Failed logins since `since`, for the account `key` and from `address`.
+    /// Attempts since `since` for the account `key` and from `address`.
     pub async fn login_failures(
         &self,
         key: &str,
@@ -313,6 +363,17 @@ impl Store {
         let (count, oldest): (i64, Option<DateTime<Utc>>) =
             run!(self, as FAILURES_FROM_ADDRESS, fetch_one, address, since)?;
         Ok((account, Failures { count, oldest }))
+    }
+
+    /// Attempts since `since` that came with the known device `device`.
+    pub async fn device_failures(
+        &self,
+        device: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Failures> {
+        let (count, oldest): (i64, Option<DateTime<Utc>>) =
+            run!(self, as FAILURES_OF_DEVICE, fetch_one, device, since)?;
+        Ok(Failures { count, oldest })
     }
 
     pub async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {

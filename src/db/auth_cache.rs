@@ -32,6 +32,8 @@ pub struct SessionRecord {
 pub struct TokenRecord {
     pub user: User,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// `None`: it never expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The channel migration 7's triggers notify.
@@ -349,6 +351,7 @@ mod tests {
         let token = TokenRecord {
             user: record(2).user,
             last_used_at: None,
+            expires_at: None,
         };
         cache.keep_token(ticket, "t", &token);
         cache.forget(&Change::Session("a".into()));

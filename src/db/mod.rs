@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-pub use accounts::{Failures, TokenInfo};
+pub use accounts::{AttemptId, Failures, TokenInfo};
 use auth_cache::AuthCache;
 pub use auth_cache::{SessionRecord, TokenRecord};
 pub use availability::DbState;

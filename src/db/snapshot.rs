@@ -48,6 +48,9 @@ pub struct BackupToken {
     pub token_hash: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Absent in backups made before tokens could expire: never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The bounds a row of either backend meets for the columns a backup reads.
@@ -111,6 +114,7 @@ row_from!(BackupToken, |row| Ok(BackupToken {
     token_hash: row.try_get("token_hash")?,
     created_at: row.try_get("created_at")?,
     last_used_at: row.try_get("last_used_at")?,
+    expires_at: row.try_get("expires_at")?,
 }));
 
 /// One record of a backup, in the order they are written: users, tokens, items.
@@ -132,7 +136,7 @@ const FILL_SELLERS: &str = "UPDATE items SET seller = \
      (SELECT username FROM users WHERE users.id = items.owner_id) WHERE owner_id IS NOT NULL";
 const EXPORT_USERS: &str = "SELECT id, username, username_key, password_hash, is_admin, disabled, created_at FROM users ORDER BY id";
 const EXPORT_TOKENS: &str =
-    "SELECT id, user_id, name, token_hash, created_at, last_used_at FROM api_tokens ORDER BY id";
+    "SELECT id, user_id, name, token_hash, created_at, last_used_at, expires_at FROM api_tokens ORDER BY id";
 
 const FOLLOW_USER_IDS: &str = "SELECT setval(pg_get_serial_sequence('users', 'id'), \
      COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM users";
@@ -244,13 +248,14 @@ impl Store {
                         .map_err(|e| self.failed(e))?;
                 }
                 for token in &accounts.tokens {
-                    sqlx::query("INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    sqlx::query("INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                         .bind(token.id)
                         .bind(token.user_id)
                         .bind(&token.name)
                         .bind(&token.token_hash)
                         .bind(token.created_at)
                         .bind(token.last_used_at)
+                        .bind(token.expires_at)
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| self.failed(e))?;

@@ -98,7 +98,8 @@ pub async fn resolve_session(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let sent = cookies::session_id(request.headers());
+    let https = state.proxies.came_over_https(&request);
+    let sent = cookies::session_id(request.headers(), https);
     let viewer = match &sent {
         None => Viewer(None),
         Some(id) => match live_session(&state, id).await {
@@ -114,10 +115,8 @@ pub async fn resolve_session(
         cookie.session = viewer.0.as_ref().map(|s| s.session.clone());
         frame.csrf_token = csrf::form_token(&state, cookie);
     }
-    // Asked only of a cookie that names no live session (to clear it): most requests
-    // bring none, or a good one.
-    let clear_over_https =
-        (sent.is_some() && viewer.0.is_none()).then(|| state.proxies.came_over_https(&request));
+    // A cookie that names no live session is cleared.
+    let clear_over_https = (sent.is_some() && viewer.0.is_none()).then_some(https);
     request.extensions_mut().insert(viewer.clone());
     request.extensions_mut().insert(frame.clone());
     let mut response = next.run(request).await;
@@ -199,7 +198,8 @@ impl FromRequestParts<AppState> for ApiWriter {
                 ))?;
             return token_user(state, token).await.map(ApiWriter);
         }
-        let Some(id) = cookies::session_id(&parts.headers) else {
+        let https = state.proxies.https(&parts.extensions, &parts.headers);
+        let Some(id) = cookies::session_id(&parts.headers, https) else {
             return Err(AppError::Unauthorized(
                 "Sign in: send an API token as \"Authorization: Bearer shop_…\" (make one on /account).",
             ));
@@ -211,7 +211,8 @@ impl FromRequestParts<AppState> for ApiWriter {
             ))?;
         let refused =
             AppError::Unauthorized("A session cookie needs the form token in X-CSRF-Token.");
-        let cookie = CsrfCookie::sent(&parts.headers, Some(signed_in.session)).ok_or(refused)?;
+        let cookie =
+            CsrfCookie::sent(&parts.headers, https, Some(signed_in.session)).ok_or(refused)?;
         let token = parts
             .headers
             .get("x-csrf-token")
@@ -235,6 +236,11 @@ async fn token_user(state: &AppState, token: &str) -> Result<User, AppError> {
         .ok_or(AppError::Unauthorized(
             "This API token is not valid (revoked, or its user is disabled).",
         ))?;
+    if record.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(AppError::Unauthorized(
+            "This API token has expired: make a new one on /account.",
+        ));
+    }
     let stale = record.last_used_at.map_or(true, |at| {
         Utc::now()
             .signed_duration_since(at)

@@ -2,7 +2,9 @@
 //! page shows and the build that renders it) and the `304 Not Modified` answer to a
 //! conditional GET whose validator still holds, given before anything is rendered.
 
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::hash::Fnv1a;
@@ -81,6 +83,51 @@ impl ETag {
     }
 }
 
+/// Page-router layer: what a cache may keep of a page. Every page depends on the
+/// browser's cookies (who is signed in, the form token), so every one says `Vary:
+/// Cookie`; one that hands out a cookie is the browser's alone (`private`); and one that
+/// shows or takes account data (`/login`, `/signup`, `/account…`, and the item forms,
+/// which only a signed-in seller sees) is kept by nobody (`no-store`).
+pub async fn page_caching(request: Request, next: Next) -> Response {
+    let no_store = holds_account_data(request.uri().path());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if no_store {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    } else if headers.contains_key(header::SET_COOKIE) {
+        let shared = headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map_or(true, |v| !v.contains("private") && !v.contains("no-store"));
+        if shared {
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-cache"),
+            );
+        }
+    }
+    let varies = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("cookie"));
+    if !varies {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+    response
+}
+
+/// The pages that show or take account data: no cache keeps them.
+fn holds_account_data(path: &str) -> bool {
+    let item_form = path
+        .strip_prefix("/items/")
+        .is_some_and(|rest| rest.ends_with("/edit") || rest.ends_with("/delete"));
+    matches!(path, "/" | "/login" | "/signup" | "/logout")
+        || path == "/account"
+        || path.starts_with("/account/")
+        || item_form
+}
+
 /// Who may keep a copy of a page. Either way it is checked with the server before each
 /// use (`no-cache`): that check is the cheap conditional GET.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +175,24 @@ mod tests {
         assert!(tag.matches(&request("*")));
         assert!(!tag.matches(&request("W/\"other\"")));
         assert!(!tag.matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn account_pages_and_forms_are_never_stored() {
+        for path in [
+            "/",
+            "/login",
+            "/signup",
+            "/account",
+            "/account/tokens",
+            "/items/3/edit",
+            "/items/3/delete",
+        ] {
+            assert!(holds_account_data(path), "{path}");
+        }
+        for path in ["/items", "/items/3", "/success", "/accounting"] {
+            assert!(!holds_account_data(path), "{path}");
+        }
     }
 
     #[test]

@@ -1,39 +1,69 @@
-//! The cookies shop reads and writes, in one place: the session cookie (`shop_session`,
-//! `__Host-shop_session` over HTTPS) and the CSRF cookie (`shop_csrf`). Both carry 256
-//! random bits in hex; anything else under their names is ignored.
+//! The cookies shop reads and writes, in one place: the session cookie, the CSRF cookie
+//! and the device cookie (`web::device`). Over plain HTTP they are `shop_session`,
+//! `shop_csrf` and `shop_device`; over HTTPS only `__Host-shop_session`,
+//! `__Host-shop_csrf` and `__Host-shop_device` are read and written: a browser accepts a
+//! `__Host-` cookie only from this host over HTTPS, so a sibling subdomain or a
+//! plain-HTTP page cannot plant one (and a planted plain-named one is ignored). Session
+//! and CSRF cookies carry 256 random bits in hex; anything else under their names is
+//! ignored.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 
 use crate::accounts::secrets;
 
-/// The session cookie over plain HTTP, and over HTTPS (where the `__Host-` prefix makes
+/// One cookie's name over plain HTTP, and over HTTPS (where the `__Host-` prefix makes
 /// the browser insist on `Secure`, `Path=/` and no `Domain`).
-pub const SESSION: &str = "shop_session";
-pub const HOST_SESSION: &str = "__Host-shop_session";
-/// The browser's CSRF cookie.
-pub const CSRF: &str = "shop_csrf";
+#[derive(Debug, Clone, Copy)]
+pub struct CookieName {
+    plain: &'static str,
+    host: &'static str,
+}
 
-/// The first well-formed value (256 random bits, hex) of a cookie named one of `names`.
-pub fn read(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+impl CookieName {
+    /// The name read and written for a request that came over HTTPS, or not.
+    pub fn over(self, https: bool) -> &'static str {
+        if https {
+            self.host
+        } else {
+            self.plain
+        }
+    }
+}
+
+pub const SESSION: CookieName = CookieName {
+    plain: "shop_session",
+    host: "__Host-shop_session",
+};
+pub const CSRF: CookieName = CookieName {
+    plain: "shop_csrf",
+    host: "__Host-shop_csrf",
+};
+pub const DEVICE: CookieName = CookieName {
+    plain: "shop_device",
+    host: "__Host-shop_device",
+};
+
+/// The first value of the cookie `name` that `valid` accepts.
+pub fn read<'a>(headers: &'a HeaderMap, name: &str, valid: fn(&str) -> bool) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| names.contains(name) && secrets::is_random_hex(value))
-        .map(|(_, value)| value.to_owned())
+        .find(|(sent, value)| *sent == name && valid(value))
+        .map(|(_, value)| value)
 }
 
 /// The session id a request's cookie carries, if it has the right shape.
-pub fn session_id(headers: &HeaderMap) -> Option<String> {
-    read(headers, &[HOST_SESSION, SESSION])
+pub fn session_id(headers: &HeaderMap, https: bool) -> Option<String> {
+    read(headers, SESSION.over(https), secrets::is_random_hex).map(str::to_owned)
 }
 
 /// The CSRF cookie a request carries, if it has the right shape.
-pub fn csrf_value(headers: &HeaderMap) -> Option<String> {
-    read(headers, &[CSRF])
+pub fn csrf_value(headers: &HeaderMap, https: bool) -> Option<String> {
+    read(headers, CSRF.over(https), secrets::is_random_hex).map(str::to_owned)
 }
 
 /// Append one `Set-Cookie` to `response`.
@@ -43,36 +73,51 @@ fn append(response: &mut Response, value: &str) {
     }
 }
 
-/// Put the session cookie on `response` (`None`: clear it). HttpOnly and SameSite=Lax
-/// always; over HTTPS `Secure` and the `__Host-` name, and the plain one cleared.
-pub fn set_session(response: &mut Response, id: Option<&str>, https: bool) {
-    let clear = "=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
-    match (id, https) {
-        (Some(id), true) => {
-            append(
-                response,
-                &format!("{HOST_SESSION}={id}; Path=/; HttpOnly; SameSite=Lax; Secure"),
-            );
-            append(response, &format!("{SESSION}{clear}"));
-        }
-        (Some(id), false) => append(
-            response,
-            &format!("{SESSION}={id}; Path=/; HttpOnly; SameSite=Lax"),
-        ),
-        (None, true) => {
-            append(response, &format!("{HOST_SESSION}{clear}; Secure"));
-            append(response, &format!("{SESSION}{clear}"));
-        }
-        (None, false) => append(response, &format!("{SESSION}{clear}")),
+/// The attributes every cookie of shop's has: HttpOnly, SameSite=Lax, the whole site;
+/// over HTTPS `Secure` too.
+fn attributes(https: bool) -> &'static str {
+    if https {
+        "; Path=/; HttpOnly; SameSite=Lax; Secure"
+    } else {
+        "; Path=/; HttpOnly; SameSite=Lax"
     }
 }
 
-/// Hand the browser a new CSRF cookie (`Secure` when it came over HTTPS).
-pub fn set_csrf(response: &mut Response, value: &str, https: bool) {
+/// A `Set-Cookie` that makes the browser forget the cookie `name`.
+fn cleared(name: &str, https: bool) -> String {
     let secure = if https { "; Secure" } else { "" };
+    format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// Put the session cookie on `response` (`None`: clear it). Over HTTPS a plain
+/// `shop_session` the browser may still hold (from before HTTPS) is cleared as well.
+pub fn set_session(response: &mut Response, id: Option<&str>, https: bool) {
+    let name = SESSION.over(https);
+    let attributes = attributes(https);
+    match id {
+        Some(id) => append(response, &format!("{name}={id}{attributes}")),
+        None => append(response, &cleared(name, https)),
+    }
+    if https {
+        append(response, &cleared(SESSION.plain, false));
+    }
+}
+
+/// Hand the browser a new CSRF cookie.
+pub fn set_csrf(response: &mut Response, value: &str, https: bool) {
+    let name = CSRF.over(https);
+    append(response, &format!("{name}={value}{}", attributes(https)));
+}
+
+/// Hand the browser a device cookie that lasts `max_age_secs`.
+pub fn set_device(response: &mut Response, value: &str, max_age_secs: u64, https: bool) {
+    let name = DEVICE.over(https);
     append(
         response,
-        &format!("{CSRF}={value}; Path=/; HttpOnly; SameSite=Lax{secure}"),
+        &format!(
+            "{name}={value}; Max-Age={max_age_secs}{}",
+            attributes(https)
+        ),
     );
 }
 
@@ -87,46 +132,71 @@ mod tests {
     }
 
     #[test]
-    fn either_session_cookie_name_is_read_when_well_formed() {
-        let id = secrets::new_session_id();
-        for name in [SESSION, HOST_SESSION] {
-            assert_eq!(
-                session_id(&headers(&format!("a=b; {name}={id}"))),
-                Some(id.clone())
-            );
-        }
-        assert_eq!(session_id(&headers("shop_session=short")), None);
+    fn each_scheme_reads_only_its_own_session_cookie_name() {
+        let (alice, bob) = (secrets::new_session_id(), secrets::new_session_id());
+        let both = headers(&format!(
+            "a=b; shop_session={alice}; __Host-shop_session={bob}"
+        ));
+        assert_eq!(session_id(&both, false), Some(alice.clone()));
+        assert_eq!(
+            session_id(&both, true),
+            Some(bob),
+            "over HTTPS the __Host- one only"
+        );
+        let plain_only = headers(&format!("shop_session={alice}"));
+        assert_eq!(session_id(&plain_only, true), None);
+        assert_eq!(session_id(&headers("shop_session=short"), false), None);
     }
 
     #[test]
     fn only_well_formed_csrf_cookies_are_read() {
         let value = "a".repeat(64);
         assert_eq!(
-            csrf_value(&headers(&format!("x=1; shop_csrf={value}"))),
+            csrf_value(&headers(&format!("x=1; shop_csrf={value}")), false),
+            Some(value.clone())
+        );
+        assert_eq!(
+            csrf_value(&headers(&format!("shop_csrf={value}")), true),
+            None
+        );
+        assert_eq!(
+            csrf_value(&headers(&format!("__Host-shop_csrf={value}")), true),
             Some(value)
         );
-        assert_eq!(csrf_value(&headers("shop_csrf=short")), None);
+        assert_eq!(csrf_value(&headers("shop_csrf=short"), false), None);
+    }
+
+    fn set_cookies(response: &Response) -> Vec<String> {
+        response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
     }
 
     #[test]
     fn cookies_are_httponly_lax_and_secure_with_the_host_prefix_over_https() {
         let mut response = Response::new(axum::body::Body::empty());
         set_session(&mut response, Some("abc"), true);
-        let cookies: Vec<_> = response
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
+        set_csrf(&mut response, "def", true);
         assert_eq!(
-            cookies[0],
-            "__Host-shop_session=abc; Path=/; HttpOnly; SameSite=Lax; Secure"
+            set_cookies(&response),
+            [
+                "__Host-shop_session=abc; Path=/; HttpOnly; SameSite=Lax; Secure",
+                "shop_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+                "__Host-shop_csrf=def; Path=/; HttpOnly; SameSite=Lax; Secure",
+            ]
         );
         let mut response = Response::new(axum::body::Body::empty());
         set_session(&mut response, Some("abc"), false);
+        set_csrf(&mut response, "def", false);
         assert_eq!(
-            response.headers()[header::SET_COOKIE],
-            "shop_session=abc; Path=/; HttpOnly; SameSite=Lax"
+            set_cookies(&response),
+            [
+                "shop_session=abc; Path=/; HttpOnly; SameSite=Lax",
+                "shop_csrf=def; Path=/; HttpOnly; SameSite=Lax",
+            ]
         );
     }
 }

@@ -1,13 +1,17 @@
-//! CSRF protection for the HTML forms: the browser holds a random `shop_csrf` cookie and
-//! every form carries HMAC(secret, cookie), and once the browser is signed in,
-//! HMAC(secret, cookie and session), so a token from before the login (or from another
-//! session) is worth nothing. Any instance that shares the secret accepts a form another
-//! instance rendered; another site can neither read the cookie nor forge the token.
+//! CSRF protection, twice over. First, a request that changes something and that a
+//! browser says comes from another site (its `Origin`, or `Sec-Fetch-Site: cross-site`
+//! or `same-site`) is refused before anything else (`refuse_cross_site`): login CSRF
+//! included, and whatever cookie was planted. Second, the HTML forms: the browser holds a
+//! random CSRF cookie (`web::cookies`) and every form carries HMAC(secret, cookie), and
+//! once the browser is signed in, HMAC(secret, cookie and session), so a token from before
+//! the login (or from another session) is worth nothing. Any instance that shares the
+//! secret accepts a form another instance rendered; another site can neither read the
+//! cookie nor forge the token.
 
 use axum::extract::{Form, FromRequest, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -17,7 +21,9 @@ use super::error::AppError;
 use super::AppState;
 use crate::accounts::secrets::{self, SessionHash};
 
-/// The secret tokens are signed with.
+const CSRF_LABEL: &[u8] = b"shop csrf v1:";
+
+/// The secret tokens (and device cookies) are signed with.
 #[derive(Clone)]
 pub struct CsrfKey(Vec<u8>);
 
@@ -33,27 +39,36 @@ impl CsrfKey {
         CsrfKey(key)
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
+    /// The HMAC of `data` for one use of the secret (`label`: the CSRF tokens, the
+    /// device cookies), so that no signature made for one use is good for another.
+    fn mac(&self, label: &[u8], data: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(b"shop csrf v1:");
+        mac.update(label);
+        mac.update(data.as_bytes());
         mac
+    }
+
+    /// The signature of `data` for `label`, hex.
+    pub fn sign(&self, label: &[u8], data: &str) -> String {
+        hex::encode(self.mac(label, data).finalize().into_bytes())
+    }
+
+    /// Is `signature` the one of `data` for `label`? (Compared in constant time.)
+    pub fn verify_signed(&self, label: &[u8], data: &str, signature: &str) -> bool {
+        let Ok(signature) = hex::decode(signature) else {
+            return false;
+        };
+        self.mac(label, data).verify_slice(&signature).is_ok()
     }
 
     /// The token a form must carry for a browser holding `cookie`.
     pub fn token_for(&self, cookie: &str) -> String {
-        let mut mac = self.mac();
-        mac.update(cookie.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        self.sign(CSRF_LABEL, cookie)
     }
 
-    /// Does `token` belong to `cookie`? (Compared in constant time.)
+    /// Does `token` belong to `cookie`?
     pub fn verify(&self, cookie: &str, token: &str) -> bool {
-        let Ok(token) = hex::decode(token) else {
-            return false;
-        };
-        let mut mac = self.mac();
-        mac.update(cookie.as_bytes());
-        mac.verify_slice(&token).is_ok()
+        self.verify_signed(CSRF_LABEL, cookie, token)
     }
 }
 
@@ -75,17 +90,22 @@ impl CsrfCookie {
         }
     }
 
-    /// The cookie the browser sent, if any, tied to `session`.
-    pub fn sent(headers: &HeaderMap, session: Option<SessionHash>) -> Option<CsrfCookie> {
-        cookies::csrf_value(headers).map(|value| CsrfCookie {
+    /// The cookie the browser sent (under the name for its scheme), if any, tied to
+    /// `session`.
+    pub fn sent(
+        headers: &HeaderMap,
+        https: bool,
+        session: Option<SessionHash>,
+    ) -> Option<CsrfCookie> {
+        cookies::csrf_value(headers, https).map(|value| CsrfCookie {
             value,
             is_new: false,
             session,
         })
     }
 
-    fn from_headers(headers: &HeaderMap) -> CsrfCookie {
-        CsrfCookie::sent(headers, None).unwrap_or_else(|| CsrfCookie {
+    fn from_headers(headers: &HeaderMap, https: bool) -> CsrfCookie {
+        CsrfCookie::sent(headers, https, None).unwrap_or_else(|| CsrfCookie {
             value: secrets::random_hex(),
             is_new: true,
             session: None,
@@ -94,23 +114,100 @@ impl CsrfCookie {
 }
 
 /// Page-router layer: make sure the request has a CSRF cookie, and hand a new one to the
-/// browser with the response.
-/// The cookie is `Secure` (sent back over HTTPS only) when the browser came over HTTPS,
-/// as a trusted proxy tells.
+/// browser with the response. Over HTTPS (as a trusted proxy tells) the cookie is the
+/// `__Host-` one, and `Secure`.
 pub async fn ensure_cookie(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let cookie = CsrfCookie::from_headers(request.headers());
-    // Asked only when a cookie is handed out: most requests bring theirs.
-    let secure = cookie.is_new && state.proxies.came_over_https(&request);
+    let https = state.proxies.came_over_https(&request);
+    let cookie = CsrfCookie::from_headers(request.headers(), https);
     request.extensions_mut().insert(cookie.clone());
     let mut response = next.run(request).await;
     if cookie.is_new {
-        cookies::set_csrf(&mut response, &cookie.value, secure);
+        cookies::set_csrf(&mut response, &cookie.value, https);
     }
     response
+}
+
+/// Outer layer of every router, pages and API: a request that may change something
+/// (anything but GET, HEAD and OPTIONS), that carries no API token, and that the browser
+/// says comes from another site is refused with 403 before any handler reads it. A
+/// browser says so by `Sec-Fetch-Site` (`cross-site`, or `same-site`: a sibling
+/// subdomain is another site too) or by an `Origin` that is not this site's: another
+/// host, `null`, or `http:` for a request that came over HTTPS. A request with neither
+/// header (a script, an old browser) goes on to the form token's check.
+pub async fn refuse_cross_site(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method();
+    let changes = !(method == Method::GET || method == Method::HEAD || method == Method::OPTIONS);
+    let headers = request.headers();
+    if changes && !headers.contains_key(header::AUTHORIZATION) {
+        let https = state.proxies.came_over_https(&request);
+        if let Some(why) = cross_site(headers, https) {
+            tracing::warn!(
+                event = "cross_site_refused",
+                why,
+                "{} {} refused: {why}",
+                request.method(),
+                request.uri().path()
+            );
+            return AppError::Forbidden(CROSS_SITE).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+const CROSS_SITE: &str = "This request came from another site, and this shop takes changes only \
+    from its own pages. If you sent it from this shop's page, reload the page and send it again.";
+
+/// Why the browser's own headers say this request comes from another site; `None`: they
+/// do not (or say nothing).
+fn cross_site(headers: &HeaderMap, https: bool) -> Option<&'static str> {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return Some("Sec-Fetch-Site says another site");
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let Some((scheme, origin_host)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return Some("the Origin is opaque (null) or not a URL");
+    };
+    if https && scheme != "https" {
+        return Some("an http: Origin for a request that came over HTTPS");
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    (!same_host(origin_host, host)).then_some("the Origin is another host")
+}
+
+/// Whether the `Origin`'s host[:port] names the `Host` the request was sent to. nginx
+/// passes the host without its port (`$host`), so when `Host` has none only the names
+/// are compared; when both have one, the ports must match too.
+fn same_host(origin: &str, host: &str) -> bool {
+    let split = |authority: &str| -> (String, Option<String>) {
+        let authority = authority.trim().to_ascii_lowercase();
+        if authority.starts_with('[') {
+            // An IPv6 literal: [::1]:8080
+            return match authority.split_once("]:") {
+                Some((name, port)) => (format!("{name}]"), Some(port.to_owned())),
+                None => (authority, None),
+            };
+        }
+        match authority.rsplit_once(':') {
+            Some((name, port)) => (name.to_owned(), Some(port.to_owned())),
+            None => (authority, None),
+        }
+    };
+    let ((origin_name, origin_port), (host_name, host_port)) = (split(origin), split(host));
+    !host_name.is_empty()
+        && origin_name == host_name
+        && (host_port.is_none() || origin_port.is_none() || origin_port == host_port)
 }
 
 /// A form that must carry a valid CSRF token (its `csrf_token` field): declare one with
@@ -193,5 +290,80 @@ mod tests {
         assert!(!CsrfKey::random().verify("cookie-a", &token));
         let same_secret = CsrfKey::new(b"0123456789abcdef0123456789abcdef");
         assert!(same_secret.verify("cookie-a", &token));
+        assert!(
+            !key.verify_signed(b"shop device v1:", "cookie-a", &token),
+            "a token is no signature for another use"
+        );
+    }
+
+    fn request_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_the_sites_own_pages_may_post() {
+        let ok = |pairs: &[(&'static str, &'static str)], https: bool| {
+            cross_site(&request_headers(pairs), https).is_none()
+        };
+        assert!(ok(&[("host", "shop.example")], true), "no Origin: a script");
+        assert!(ok(
+            &[("host", "shop.example"), ("origin", "https://shop.example")],
+            true
+        ));
+        assert!(ok(
+            &[
+                ("host", "shop.example"),
+                ("origin", "https://Shop.example:8443")
+            ],
+            true
+        ));
+        assert!(ok(
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080")
+            ],
+            false
+        ));
+        assert!(ok(
+            &[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")],
+            false
+        ));
+        assert!(ok(
+            &[("host", "shop.example"), ("sec-fetch-site", "same-origin")],
+            true
+        ));
+        assert!(ok(
+            &[("host", "shop.example"), ("sec-fetch-site", "none")],
+            true
+        ));
+        for (origin, https) in [
+            ("https://evil.example", true),
+            ("https://shop.example.evil.example", true),
+            ("http://shop.example", true),
+            ("null", true),
+            ("https://evil.example", false),
+        ] {
+            let headers = [("host", "shop.example"), ("origin", origin)];
+            assert!(!ok(&headers, https), "{origin} over https={https}");
+        }
+        assert!(!ok(
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:9090")
+            ],
+            false
+        ));
+        assert!(!ok(
+            &[("host", "shop.example"), ("sec-fetch-site", "cross-site")],
+            true
+        ));
+        assert!(!ok(
+            &[("host", "shop.example"), ("sec-fetch-site", "same-site")],
+            true
+        ));
     }
 }

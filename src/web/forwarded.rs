@@ -29,7 +29,8 @@ impl TrustedProxies {
         self.https(request.extensions(), request.headers())
     }
 
-    fn https(&self, extensions: &Extensions, headers: &HeaderMap) -> bool {
+    /// `came_over_https`, for an extractor (which has the request's parts).
+    pub(super) fn https(&self, extensions: &Extensions, headers: &HeaderMap) -> bool {
         peer(extensions).is_some_and(|peer| self.trusts(peer))
             && headers
                 .get("x-forwarded-proto")
@@ -70,10 +71,23 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The address as the failures table and the journal keep it.
+    /// The address as the journal shows it.
     pub fn address_text(&self) -> String {
         self.address
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+    }
+
+    /// The address as failed password checks are counted by: an IPv4 address whole, an
+    /// IPv6 one by its /64 (what one customer, or one machine, is given to rotate through).
+    pub fn address_key(&self) -> String {
+        match self.address {
+            Some(IpAddr::V6(v6)) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+            Some(v4) => v4.to_string(),
+            None => "unknown".to_owned(),
+        }
     }
 }
 
@@ -120,6 +134,21 @@ mod tests {
         let mut unknown_peer = request("10.0.0.30:41000", Some("https"));
         unknown_peer.extensions_mut().clear();
         assert!(!proxies.came_over_https(&unknown_peer));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let key = |address: &str| {
+            Origin {
+                https: false,
+                address: Some(address.parse().unwrap()),
+            }
+            .address_key()
+        };
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("198.51.100.7"), "198.51.100.7");
     }
 
     #[test]

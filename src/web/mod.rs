@@ -14,6 +14,7 @@ mod auth;
 mod cache;
 mod cookies;
 mod csrf;
+mod device;
 pub mod error;
 mod extract;
 mod forwarded;
@@ -22,6 +23,7 @@ mod health;
 mod metrics;
 pub mod middleware;
 mod pages;
+mod password_check;
 mod rows;
 mod signin;
 mod templates;
@@ -119,9 +121,11 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             post(account::end_other_sessions),
         )
         .route("/account/users/disable", post(admin::disable_user))
-        // Outermost first: the CSRF cookie, then the session (which ties tokens to it).
+        // Outermost first: what caches may keep, the CSRF cookie, then the session (which
+        // ties tokens to it).
         .layer(from_fn_with_state(state.clone(), auth::resolve_session))
-        .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie));
+        .layer(from_fn_with_state(state.clone(), csrf::ensure_cookie))
+        .layer(axum::middleware::from_fn(cache::page_caching));
     let api = Router::new()
         .route("/api/items", get(api::list).post(api::create))
         .route(
@@ -140,6 +144,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn_with_state(state.clone(), middleware::observe))
                 .layer(from_fn_with_state(state.clone(), error::render_errors))
+                .layer(from_fn_with_state(state.clone(), csrf::refuse_cross_site))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     limits.request_timeout,

@@ -1,26 +1,26 @@
 //! Signing in and out: `/signup`, `/login` (with `?next=`) and `POST /logout`. Every
 //! sign-up, login (success or failure, with the client's address) and logout goes to the
-//! journal as structured fields; never a password or a session id. Checking the password
-//! is the accounts domain's (`accounts::authenticate`); this is its HTTP face.
+//! journal as structured fields; never a password or a session id, and a name typed at
+//! login only when it is a user's. Checking the password is `password_check`'s (counted
+//! against guessing, then `accounts::authenticate`); this is its HTTP face.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Extension;
-use chrono::Utc;
 use serde::Deserialize;
 
 use super::auth::{safe_next, set_cookie, Viewer};
 use super::csrf::{protected_form, CheckedForm};
+use super::device::{self, DeviceCookie};
 use super::error::AppError;
 use super::forwarded::Origin;
+use super::password_check::{check_password_of, Check};
 use super::templates::Frame;
 use super::AppState;
 use crate::accounts::password;
 use crate::accounts::secrets::{self, SessionHash};
-use crate::accounts::{
-    authenticate, check_password, login_key, login_wait, LoginError, User, Username,
-};
+use crate::accounts::{check_password, login_key, User, Username};
 use crate::config::Signup;
 use crate::items::FieldErrors;
 
@@ -134,6 +134,7 @@ pub async fn signup_form(
 pub async fn signup(
     State(state): State<AppState>,
     origin: Origin,
+    device: DeviceCookie,
     viewer: Viewer,
     Extension(frame): Extension<Frame>,
     CheckedForm(form): CheckedForm<CredentialsForm>,
@@ -186,7 +187,7 @@ pub async fn signup(
         user.username,
         origin.address_text()
     );
-    start_session(&state, &viewer, &user, origin, &next).await
+    start_session(&state, &viewer, &device, &user, origin, &next).await
 }
 
 /// `GET /login?next=`.
@@ -202,84 +203,52 @@ pub async fn login_form(
 /// password (and the same work, see `password::verify_nobody`).
 const LOGIN_FAILED: &str = "Wrong username or password.";
 
-/// `POST /login`: refused with 429 while the account or the address has had too many
-/// failures; otherwise check the password (`accounts::authenticate`), and on success
-/// start a new session (a new id: no fixation) and go to `next`.
+/// `POST /login`: the password checked as every password is (`password_check`: counted
+/// before it is hashed, 429 past the limit), and on success a new session (a new id: no
+/// fixation), the browser made a known device of the account, and on to `next`.
 pub async fn login(
     State(state): State<AppState>,
     origin: Origin,
+    device: DeviceCookie,
     viewer: Viewer,
     Extension(frame): Extension<Frame>,
     CheckedForm(form): CheckedForm<CredentialsForm>,
 ) -> Result<Response, AppError> {
     let typed = form.username.unwrap_or_default();
     let key = login_key(&typed);
-    let address = origin.address_text();
     let next = safe_next(form.next.as_deref());
-    throttle(&state, &key, &address).await?;
     let secret = form.password.unwrap_or_default();
-    let why = match authenticate(&state.store, &state.hasher, &key, secret).await {
+    match check_password_of(&state, &origin, &device, Check::Login, &key, secret).await? {
         Ok(user) => {
-            state.store.clear_login_failures(&key).await?;
             tracing::info!(
                 event = "login",
                 user = %user.username,
-                address = %address,
-                "{} logged in (from {address})",
-                user.username
+                address = %origin.address_text(),
+                "{} logged in (from {})",
+                user.username,
+                origin.address_text()
             );
-            return start_session(&state, &viewer, &user, origin, &next).await;
+            start_session(&state, &viewer, &device, &user, origin, &next).await
         }
-        Err(LoginError::Busy) => return Err(AppError::Busy),
-        Err(LoginError::Store(e)) => return Err(e.into()),
-        Err(refused) => refused.to_string(),
-    };
-    state.store.record_login_failure(&key, &address).await?;
-    tracing::warn!(
-        event = "login_failed",
-        user = %key,
-        address = %address,
-        reason = why,
-        "failed login for {key:?} from {address} ({why})"
-    );
-    let page = CredentialsPage {
-        username: typed.trim(),
-        next: &next,
-        message: Some(LOGIN_FAILED),
-        errors: &FieldErrors::new(),
-    };
-    let html = Credentials::Login.render(&state, &frame, page)?;
-    Ok((StatusCode::UNAUTHORIZED, html).into_response())
-}
-
-/// 429 when the account or the address has failed too often within the window.
-async fn throttle(state: &AppState, key: &str, address: &str) -> Result<(), AppError> {
-    let settings = &state.accounts;
-    let now = Utc::now();
-    let window = settings.login_window();
-    let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    let (account, from_address) = state.store.login_failures(key, address, since).await?;
-    let wait = [account, from_address]
-        .iter()
-        .filter_map(|f| login_wait(f.count, f.oldest, settings.login_attempts, window, now))
-        .max();
-    if let Some(seconds) = wait {
-        tracing::warn!(
-            event = "login_throttled",
-            user = %key,
-            address = %address,
-            retry_after_secs = seconds,
-            "login for {key:?} from {address} refused for {seconds} s: too many failures"
-        );
-        return Err(AppError::TooManyAttempts(seconds));
+        Err(_) => {
+            let page = CredentialsPage {
+                username: typed.trim(),
+                next: &next,
+                message: Some(LOGIN_FAILED),
+                errors: &FieldErrors::new(),
+            };
+            let html = Credentials::Login.render(&state, &frame, page)?;
+            Ok((StatusCode::UNAUTHORIZED, html).into_response())
+        }
     }
-    Ok(())
 }
 
-/// A new session for `user` (ending the one the browser had), its cookie, and the way on.
+/// A new session for `user` (ending the one the browser had), its cookie, the device
+/// cookie, and the way on.
 async fn start_session(
     state: &AppState,
     viewer: &Viewer,
+    device: &DeviceCookie,
     user: &User,
     origin: Origin,
     next: &str,
@@ -294,6 +263,8 @@ async fn start_session(
         .await?;
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, Some(&id), origin.https);
+    let key = user.username.to_ascii_lowercase();
+    device::remember(&mut response, &state.csrf, device, &key, origin.https);
     Ok(response)
 }
 

@@ -168,8 +168,8 @@ impl Drop for Step {
 
 /// The package's nginx site, enabled as its first lines say: it passes `nginx -t` with the
 /// snippets the package installs and serves the instances' pages, with shop's security
-/// headers once each; nginx's own answers (403 for /metrics) carry them too. Then it is
-/// switched off again.
+/// headers once each and without X-Shop-Instance (its access log names the instance);
+/// nginx's own answers (403 for /metrics) carry them too. Then it is switched off again.
 fn the_packages_nginx_site_serves_the_instances(host: &Container) {
     host.sh("rm -f /etc/nginx/sites-enabled/default \
          && ln -s ../sites-available/shop /etc/nginx/sites-enabled/shop \
@@ -187,7 +187,12 @@ fn the_packages_nginx_site_serves_the_instances(host: &Container) {
     ] {
         assert_eq!(page.matches(name).count(), 1, "{name} once:\n{page}");
     }
-    assert!(page.contains("x-shop-instance:"), "{page}");
+    assert!(!page.contains("x-shop-instance:"), "not the public's: {page}");
+    let answered = super::ansible::answered_by(host, "/items");
+    assert!(
+        !answered.is_empty() && answered.iter().all(|i| i.starts_with("800")),
+        "the site's access log names the instance: {answered:?}"
+    );
     let metrics = headers("/metrics");
     assert!(
         metrics.starts_with("http/1.1 403")

@@ -377,7 +377,7 @@ impl Seller {
             .post(
                 &account,
                 &format!("{base}/account/tokens"),
-                &[("name", "tests")],
+                &[("name", "tests"), ("password", PASSWORD)],
             )
             .await;
         assert_eq!(response.status(), 200, "token created");

@@ -72,7 +72,11 @@ pub fn prefix(site: &str, upstream: &str) -> tempfile::TempDir {
         "shop-locations.conf",
         "shop-proxy.conf",
     ] {
-        std::fs::write(d.join("snippets").join(snippet), source(snippet)).unwrap();
+        let text = source(snippet).replace(
+            "/var/log/nginx/shop-access.log",
+            &d.join("shop-access.log").display().to_string(),
+        );
+        std::fs::write(d.join("snippets").join(snippet), text).unwrap();
     }
     std::fs::write(d.join("snippets/shop-upstream.conf"), upstream).unwrap();
     std::fs::write(d.join("sites/shop.conf"), site).unwrap();
@@ -166,6 +170,14 @@ impl Nginx {
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
+
+    /// The instances (`instance=` of the site's access log) that answered requests for
+    /// `path`, as often as each did.
+    pub fn answered_by(&self, path: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("shop-access.log"))
+            .unwrap_or_default();
+        instances_in_access_log(&log, path)
+    }
 }
 
 impl Drop for Nginx {
@@ -173,4 +185,15 @@ impl Drop for Nginx {
         // nginx's master process: SIGTERM is its fast shutdown.
         super::stop_child(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// The `instance=` of each line of a shop access log whose request was for `path`.
+pub fn instances_in_access_log(log: &str, path: &str) -> Vec<String> {
+    let request = format!(" {path} HTTP/");
+    log.lines()
+        .filter(|line| line.contains(&request))
+        .filter_map(|line| line.split(" instance=").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect()
 }

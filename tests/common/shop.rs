@@ -75,12 +75,16 @@ impl Shop {
             .unwrap_or_else(|logs| panic!("shop did not start:\n{logs}"))
     }
 
+    /// This build, believing the test's requests about their client (`X-Forwarded-For`)
+    /// and scheme as it believes nginx's in production (a test may say otherwise).
     fn launch(
         socket: Socket,
         database_url: &str,
         settings: &[(&str, &str)],
     ) -> Result<Shop, String> {
-        Shop::launch_build(shop_binary(), socket, database_url, settings)
+        let mut with_proxy = vec![("SHOP_SERVER__TRUSTED_PROXIES", "127.0.0.1,::1")];
+        with_proxy.extend_from_slice(settings);
+        Shop::launch_build(shop_binary(), socket, database_url, &with_proxy)
     }
 
     fn launch_build(

@@ -131,8 +131,8 @@ fn the_templates_serve_one_host_and_several() {
         "app hosts reach the database host over TLS, verifying it: {app_config}"
     );
     assert!(
-        app_config.contains(r#"trusted_proxies = ["127.0.0.1", "::1", "10.0.0.30"]"#),
-        "the instances believe the web host about HTTPS: {app_config}"
+        app_config.contains(r#"trusted_proxies = ["10.0.0.30"]"#),
+        "the instances believe the web host, and only it, about HTTPS and addresses: {app_config}"
     );
     let allowed = |rules: &str| -> String {
         rules

@@ -304,6 +304,7 @@ async fn a_person_uses_the_shop_in_a_real_browser() {
     b.goto(&shop.url("/account")).await;
     audit.look(b, "account").await;
     b.fill("#token_name", "backup script").await;
+    b.fill("#token_password", PASSWORD).await;
     b.click("form[action='/account/tokens'] button").await;
     audit.look(b, "account-new-token").await;
 

@@ -55,7 +55,7 @@ fn accounts_in_the_journal(host: &Container) {
         sign_up http://127.0.0.1:8001 journal-jo > /dev/null
         tr -d '\r' < signup-headers | sed -n 's/^set-cookie: shop_session=\([0-9a-f]*\);.*/\1/Ip'
         curl -s -b jar -c jar http://127.0.0.1:8001/account > account.html
-        curl -s -b jar --data "csrf_token=$(form_field account.html csrf_token)&name=journal" http://127.0.0.1:8001/account/tokens \
+        curl -s -b jar --data "csrf_token=$(form_field account.html csrf_token)&name=journal&password=violet+pelican+under+a+lamp" http://127.0.0.1:8001/account/tokens \
           | sed -n 's/.*<code id="new-token">\(shop_[0-9a-f]*\)<.*/\1/p'
         curl -s -c other http://127.0.0.1:8001/login > login.html
         curl -s -o /dev/null -w '%{{http_code}}\n' -b other --data "csrf_token=$(form_field login.html csrf_token)&username=journal-jo&password=a+wrong+guess+here" http://127.0.0.1:8001/login"#,
