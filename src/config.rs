@@ -55,7 +55,9 @@ pub struct ServerSettings {
     /// a request from one of these addresses that says `https` came over HTTPS (its
     /// cookies are `Secure` and `__Host-`), and the client address it names is the one
     /// failed logins are counted by. None by default: any process that can connect from
-    /// a trusted address can claim any client address, so trust only nginx's.
+    /// a trusted address can claim any client address, so trust only nginx's. A list in
+    /// the file; in `SHOP_SERVER__TRUSTED_PROXIES`, addresses separated by commas.
+    #[serde(deserialize_with = "addresses")]
     pub trusted_proxies: Vec<IpAddr>,
 }
 
@@ -227,8 +229,6 @@ impl Settings {
                 config::Environment::with_prefix("SHOP")
                     .prefix_separator("_")
                     .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("server.trusted_proxies")
                     .source(Some(setting_variables())),
             )
             .build()
@@ -347,6 +347,29 @@ impl DatabaseSettings {
 
     pub fn startup_wait(&self) -> Duration {
         Duration::from_secs(self.startup_wait_secs)
+    }
+}
+
+/// A list of IP addresses: a TOML array, or (from the environment) one string of
+/// addresses separated by commas (empty: none).
+fn addresses<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        List(Vec<IpAddr>),
+        Text(String),
+    }
+    match Given::deserialize(deserializer)? {
+        Given::List(list) => Ok(list),
+        Given::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| serde::de::Error::custom(format!("{a:?} is not an IP address")))
+            })
+            .collect(),
     }
 }
 

@@ -187,7 +187,10 @@ fn the_packages_nginx_site_serves_the_instances(host: &Container) {
     ] {
         assert_eq!(page.matches(name).count(), 1, "{name} once:\n{page}");
     }
-    assert!(!page.contains("x-shop-instance:"), "not the public's: {page}");
+    assert!(
+        !page.contains("x-shop-instance:"),
+        "not the public's: {page}"
+    );
     let answered = super::ansible::answered_by(host, "/items");
     assert!(
         !answered.is_empty() && answered.iter().all(|i| i.starts_with("800")),

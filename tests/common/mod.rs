@@ -223,6 +223,21 @@ pub async fn open_form(client: &reqwest::Client, url: &str) -> FormSession {
     anonymous_form(response, url).await
 }
 
+/// The form of a page an anonymous visitor opens over HTTPS (as the trusted proxy says):
+/// its `__Host-shop_csrf` cookie and token.
+pub async fn https_form(url: &str) -> FormSession {
+    let response = client()
+        .get(url)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "GET {url} over HTTPS");
+    let cookie = set_cookie(&response, "__Host-shop_csrf").expect("a __Host-shop_csrf cookie");
+    let html = response.text().await.unwrap();
+    form_session(cookie, &html)
+}
+
 /// The form of a page an anonymous visitor may open (sign-up, login).
 async fn open_anonymous_form(client: &reqwest::Client, url: &str) -> FormSession {
     anonymous_form(client.get(url).send().await.unwrap(), url).await

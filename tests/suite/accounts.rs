@@ -760,8 +760,11 @@ async fn guessing_is_throttled_on_every_instance(backend: Backend) {
     );
 }
 
+/// The hashing bound, not the guessing one: 32 right passwords at once (a limit of 100
+/// checks, so that none is refused for guessing; `attacks.rs` has the limit's own tests).
 async fn a_login_storm_is_bounded_and_answered(backend: Backend) {
-    let (_db, shop) = start(backend);
+    let db = TestDb::new(backend);
+    let shop = Shop::start(&db.url, &[("SHOP_ACCOUNTS__LOGIN_ATTEMPTS", "100")]);
     Seller::sign_up(&shop.url, "ann").await;
     let form = common::open_form(&client(), &shop.url("/login")).await;
     let started = Instant::now();
@@ -801,7 +804,9 @@ async fn a_login_storm_is_bounded_and_answered(backend: Backend) {
 async fn cookies_over_http_and_https(backend: Backend) {
     let (_db, shop) = start(backend);
     let form = common::open_form(&client(), &shop.url("/signup")).await;
+    let secure_form = common::https_form(&shop.url("/signup")).await;
     let sign_up = |https: bool| {
+        let form = if https { &secure_form } else { &form };
         let mut request = client()
             .post(shop.url("/signup"))
             .header("cookie", &form.cookie);
@@ -833,11 +838,12 @@ async fn cookies_over_http_and_https(backend: Backend) {
             && cookies[0].ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
         "{cookies:?}"
     );
-    // The __Host- cookie signs the browser in.
+    // The __Host- cookie signs the browser in, over HTTPS.
     let id = cookies[0].split(';').next().unwrap();
     let signed_in = client()
         .get(shop.url("/"))
-        .header("cookie", format!("{}; {id}", form.cookie))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", format!("{}; {id}", secure_form.cookie))
         .send()
         .await
         .unwrap();

@@ -12,6 +12,7 @@ mod common;
 
 mod accounts;
 mod ansible;
+mod attacks;
 mod backup;
 mod bench;
 mod browser;

@@ -168,7 +168,10 @@ async fn requests_spread_redirect_relatively_and_are_compressed() {
     }
     let seen: HashSet<String> = site.nginx.answered_by("/items").into_iter().collect();
     let expected: HashSet<String> = site.ports.iter().map(|p| p.to_string()).collect();
-    assert_eq!(seen, expected, "all three instances answer (the access log says)");
+    assert_eq!(
+        seen, expected,
+        "all three instances answer (the access log says)"
+    );
 
     let session = open_form(&http, &format!("{}/", site.url)).await;
     let response = post_form(

@@ -18,7 +18,9 @@ use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::ansible::{ansible, answered_by, browse_over_https, credentials, run_playbook_on, said};
+use common::ansible::{
+    ansible, answered_by, browse_over_https, credentials, run_playbook_on, said,
+};
 use common::container::{Container, Image, MirrorRelay, Netns};
 use common::deb::{deb_field, Debs};
 use common::network::TestNetwork;
