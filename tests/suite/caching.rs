@@ -47,13 +47,18 @@ async fn get(url: &str, cookie: Option<&str>, tag: Option<&str>) -> (u16, String
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let etag = response.headers()[ETAG].to_str().unwrap().to_owned();
-    let per_browser = url.contains("/items/");
+    // An item's page embeds the browser's form token; any page that hands out a cookie
+    // is the browser's alone too. Every page (not the API) varies with the cookie.
+    let per_browser = url.contains("/items/") || response.headers().contains_key("set-cookie");
     let control = if per_browser {
         "private, no-cache"
     } else {
         "no-cache"
     };
     assert_eq!(response.headers()[CACHE_CONTROL], control, "{url}");
+    if !url.contains("/api/") {
+        assert_eq!(response.headers()["vary"], "Cookie", "{url}");
+    }
     (status, etag, response.text().await.unwrap())
 }
 

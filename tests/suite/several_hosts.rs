@@ -336,6 +336,18 @@ fn postgresql_takes_only_tls_from_the_app_hosts(site: &Site) {
         !ok && said.contains("no pg_hba.conf entry"),
         "the web host is refused: {said}"
     );
+    // Nor as the monitor's own role: its health checks need an answer, not a login, and
+    // there is no password that signs it in (the monitor still sees both nodes: the
+    // failover below needs it to).
+    let (ok, said) = psql_from(
+        site,
+        "web",
+        "user=pgautofailover_monitor dbname=postgres sslmode=require",
+    );
+    assert!(
+        !ok && said.contains("password authentication failed"),
+        "the monitor's role signs in nowhere: {said}"
+    );
     let connections = site.host("db").sh(
         "runuser -u postgres -- psql -tAc \"SELECT count(*) FILTER (WHERE ssl) > 0, count(*) FILTER (WHERE NOT ssl) \
          FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = 'shop'\"",
