@@ -47,8 +47,10 @@ fn install_shop(host: &Container) {
     host.sh("useradd --system --user-group --home-dir /var/lib/shop --shell /usr/sbin/nologin shop && systemctl daemon-reload");
 }
 
-/// A sign-up, a failed login and an API token, as a person makes them: the journal has each
-/// event with its fields (who, from where), and no password, session id or token at all.
+/// A sign-up, failed logins and an API token, as a person makes them: the journal has each
+/// event with its fields (who, from where), and no password, session id or token at all,
+/// nor a name typed at login that is nobody's (one with a newline, one that looks like a
+/// password).
 fn accounts_in_the_journal(host: &Container) {
     let said = host.net_sh(&format!(
         r#"{}
@@ -58,14 +60,20 @@ fn accounts_in_the_journal(host: &Container) {
         curl -s -b jar --data "csrf_token=$(form_field account.html csrf_token)&name=journal&password=violet+pelican+under+a+lamp" http://127.0.0.1:8001/account/tokens \
           | sed -n 's/.*<code id="new-token">\(shop_[0-9a-f]*\)<.*/\1/p'
         curl -s -c other http://127.0.0.1:8001/login > login.html
-        curl -s -o /dev/null -w '%{{http_code}}\n' -b other --data "csrf_token=$(form_field login.html csrf_token)&username=journal-jo&password=a+wrong+guess+here" http://127.0.0.1:8001/login"#,
+        curl -s -o /dev/null -w '%{{http_code}}\n' -b other --data "csrf_token=$(form_field login.html csrf_token)&username=journal-jo&password=a+wrong+guess+here" http://127.0.0.1:8001/login
+        for name in 'mallory%0AEVENT%3Dlogin+forged-line' 'Tr0ub4dor-horses-3'; do
+          curl -s -o /dev/null -w '%{{http_code}}\n' -b other --data "csrf_token=$(form_field login.html csrf_token)&username=$name&password=a+wrong+guess+here" http://127.0.0.1:8001/login
+        done"#,
         common::SIGN_UP_SH
     ));
-    let [session, token, failed] = said.lines().collect::<Vec<_>>()[..] else {
-        panic!("a session id, a token and a failed login's status: {said:?}")
+    let [session, token, failed, newline, password_like] = said.lines().collect::<Vec<_>>()[..]
+    else {
+        panic!("a session id, a token and three failed logins' statuses: {said:?}")
     };
     assert!(
-        session.len() == 64 && token.starts_with("shop_") && failed == "401",
+        session.len() == 64
+            && token.starts_with("shop_")
+            && [failed, newline, password_like] == ["401"; 3],
         "{said}"
     );
     let entries = || -> Vec<Value> {
@@ -122,9 +130,21 @@ fn accounts_in_the_journal(host: &Container) {
         "violet+pelican",
         "a wrong guess",
         "a+wrong+guess",
+        // Names typed at login that are nobody's: not even in part.
+        "mallory",
+        "forged-line",
+        "Tr0ub4dor",
     ] {
         assert!(!journal.contains(secret), "{secret:?} is in the journal");
     }
+    assert!(
+        entries()
+            .iter()
+            .filter(|e| e["EVENT"] == "login_failed" && e["USER"] == "(unknown)")
+            .count()
+            >= 2,
+        "an unknown name is logged as such"
+    );
 }
 
 fn state(host: &Container, unit: &str) -> String {
