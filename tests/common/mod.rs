@@ -387,12 +387,18 @@ impl Seller {
 
     /// Make an API token on the account page; the token (shown once).
     pub async fn api_token(&self, base: &str) -> String {
+        self.api_token_with(base, PASSWORD).await
+    }
+
+    /// Make an API token on the account page, giving `password` (this seller's, when it
+    /// is no longer the one they signed up with).
+    pub async fn api_token_with(&self, base: &str, password: &str) -> String {
         let account = format!("{base}/account");
         let response = self
             .post(
                 &account,
                 &format!("{base}/account/tokens"),
-                &[("name", "tests"), ("password", PASSWORD)],
+                &[("name", "tests"), ("password", password)],
             )
             .await;
         assert_eq!(response.status(), 200, "token created");

@@ -234,7 +234,7 @@ async fn tokens_end_with_the_password_and_with_signing_out_everywhere(backend: B
     let ann = Seller::log_in(&shop.url, "ann", new_password)
         .await
         .unwrap();
-    let token = api_token_with(&shop, &ann, new_password).await;
+    let token = ann.api_token_with(&shop.url, new_password).await;
     let ended = ann
         .post(
             &shop.url("/account"),
@@ -248,7 +248,7 @@ async fn tokens_end_with_the_password_and_with_signing_out_everywhere(backend: B
         401,
         "revoked by signing out everywhere"
     );
-    let token = api_token_with(&shop, &ann, new_password).await;
+    let token = ann.api_token_with(&shop.url, new_password).await;
     let logout = ann
         .post(&shop.url("/account"), &shop.url("/logout"), &[])
         .await;
@@ -278,7 +278,9 @@ async fn tokens_end_with_the_password_and_with_signing_out_everywhere(backend: B
     let ann = Seller::log_in(&brief.url, "ann", "an admin set this one")
         .await
         .unwrap();
-    let short = api_token_with(&brief, &ann, "an admin set this one").await;
+    let short = ann
+        .api_token_with(&brief.url, "an admin set this one")
+        .await;
     assert_eq!(create_with(&brief, &short).await, 201);
     std::thread::sleep(Duration::from_secs(3));
     let expired = client()
@@ -340,24 +342,6 @@ async fn tokens_end_with_the_password_and_with_signing_out_everywhere(backend: B
             .any(|l| l.contains("weekly") && l.trim_end().ends_with("UTC")),
         "{listed}"
     );
-}
-
-/// A token made on the account page by `seller`, whose password is `password`.
-async fn api_token_with(shop: &Shop, seller: &Seller, password: &str) -> String {
-    let response = seller
-        .post(
-            &shop.url("/account"),
-            &shop.url("/account/tokens"),
-            &[("name", "tests"), ("password", password)],
-        )
-        .await;
-    assert_eq!(response.status(), 200, "token created");
-    let html = response.text().await.unwrap();
-    let start = html
-        .find("<code id=\"new-token\">")
-        .expect("the new token shown")
-        + 21;
-    html[start..].split('<').next().unwrap().to_owned()
 }
 
 async fn a_flood_of_guesses_does_not_lock_the_owner_out_of_their_browser(backend: Backend) {
