@@ -257,9 +257,10 @@ pub fn browse_over_https(net: &Netns, name: &str, item: &str) {
 }
 
 /// The instances (host:port, or port) that the web host's nginx says answered requests
-/// for `path`, each once, sorted.
+/// for `path`, each once, sorted. (nginx logs a request just after its answer: a second
+/// is left for the last one.)
 pub fn answered_by(web: &Container, path: &str) -> Vec<String> {
-    let log = web.sh("cat /var/log/nginx/shop-access.log");
+    let log = web.sh("sleep 1; cat /var/log/nginx/shop-access.log");
     let mut instances = super::nginx::instances_in_access_log(&log, path);
     instances.sort();
     instances.dedup();
