@@ -174,6 +174,8 @@ impl Nginx {
     /// The instances (`instance=` of the site's access log) that answered requests for
     /// `path`, as often as each did.
     pub fn answered_by(&self, path: &str) -> Vec<String> {
+        // nginx logs a request just after its answer.
+        std::thread::sleep(Duration::from_millis(500));
         let log =
             std::fs::read_to_string(self.dir.path().join("shop-access.log")).unwrap_or_default();
         instances_in_access_log(&log, path)
