@@ -12,7 +12,7 @@ use crate::accounts::throttle::{self, Client, Refused};
 use crate::accounts::{authenticate, LoginError, User};
 
 /// What the journal calls an account whose name names no user.
-pub const UNKNOWN_USER: &str = "(unknown)";
+const UNKNOWN_USER: &str = "(unknown)";
 
 /// What is being checked, for the journal.
 #[derive(Debug, Clone, Copy)]
