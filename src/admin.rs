@@ -64,9 +64,7 @@ pub async fn list_users(settings: &Settings) -> anyhow::Result<()> {
 pub async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
     let store = migrated_store(settings).await?;
     let user = existing(&store, name).await?;
-    store
-        .set_disabled(&user.username.to_ascii_lowercase(), disabled)
-        .await?;
+    store.set_disabled(&user.key(), disabled).await?;
     if disabled {
         store.delete_other_sessions(user.id, None).await?;
     }

@@ -35,6 +35,13 @@ pub struct User {
     pub disabled: bool,
 }
 
+impl User {
+    /// Their name's key, as `Username::key` makes it: what logins and guesses are counted by.
+    pub fn key(&self) -> String {
+        self.username.to_ascii_lowercase()
+    }
+}
+
 /// A user as listed by `shop user list`.
 #[derive(Debug, Clone)]
 pub struct UserRecord {

@@ -150,7 +150,7 @@ pub async fn change_password(
     CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> Result<Response, AppError> {
     let user = signed_in.user.clone();
-    let key = user.username.to_ascii_lowercase();
+    let key = user.key();
     let current = form.current_password.unwrap_or_default();
     let checked = check_password_of(
         &state,
@@ -213,7 +213,7 @@ pub async fn create_token(
             return refused(&state, &signed_in, &frame, "name", why).await;
         }
     };
-    let key = signed_in.user.username.to_ascii_lowercase();
+    let key = signed_in.user.key();
     let secret = form.password.unwrap_or_default();
     let checked =
         check_password_of(&state, &origin, &device, Check::NewToken, &key, secret).await?;

@@ -263,7 +263,7 @@ async fn start_session(
         .await?;
     let mut response = Redirect::to(next).into_response();
     set_cookie(&mut response, Some(&id), origin.https);
-    let key = user.username.to_ascii_lowercase();
+    let key = user.key();
     device::remember(&mut response, &state.csrf, device, &key, origin.https);
     Ok(response)
 }
