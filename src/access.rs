@@ -29,20 +29,21 @@
 //!
 //! A rule also says how a refusal shows: `Forbidden` (403, "this is another seller's")
 //! for what the user may see but not change, `Hidden` (404) for what they may not even
-//! know exists. Orders add their rules (see, cancel, hand over) as more `Rule`s.
+//! know exists. Buying adds its rules (buy an item; see, cancel, hand over an order).
 
 use std::marker::PhantomData;
 
 use crate::accounts::User;
 use crate::items::Item;
+use crate::orders::Order;
 
 /// One rule of who may do what to a `Subject`.
 pub trait Rule {
     type Subject;
     /// Whether `user` may do it to `subject`.
     fn allows(user: &User, subject: &Self::Subject) -> bool;
-    /// How a refusal is answered.
-    fn refusal() -> Refusal;
+    /// How a refusal of `user` is answered.
+    fn refusal(user: &User, subject: &Self::Subject) -> Refusal;
 }
 
 /// How a refused action is answered.
@@ -72,7 +73,8 @@ impl<R: Rule> Permit<R> {
                 rule: PhantomData,
             })
         } else {
-            Err((by, R::refusal()))
+            let refusal = R::refusal(&by, &subject);
+            Err((by, refusal))
         }
     }
 
@@ -100,7 +102,7 @@ impl Rule for ChangeItem {
         may_change(user, item)
     }
 
-    fn refusal() -> Refusal {
+    fn refusal(_: &User, _: &Item) -> Refusal {
         Refusal::Forbidden(
             "This item is another seller's: only its seller (or an admin) may change or delete it.",
         )
@@ -111,6 +113,101 @@ impl Rule for ChangeItem {
 /// delete links): the same function the permit asks.
 pub fn may_change(user: &User, item: &Item) -> bool {
     !user.disabled && (user.is_admin || item.owner_id == Some(user.id))
+}
+
+/// Buying an item: any user but its seller (a disabled user buys nothing). Items from
+/// before accounts have no seller to buy from. Whether there is stock at the price seen
+/// is the store's to say, when it takes the stock.
+#[derive(Debug)]
+pub struct BuyItem;
+
+impl Rule for BuyItem {
+    type Subject = Item;
+
+    fn allows(user: &User, item: &Item) -> bool {
+        may_buy(user, item)
+    }
+
+    fn refusal(user: &User, item: &Item) -> Refusal {
+        Refusal::Forbidden(if user.disabled {
+            "This account is disabled: it cannot buy."
+        } else if item.owner_id == Some(user.id) {
+            "This is your own item: you cannot buy it."
+        } else {
+            "This item has no seller to buy from (it was added before accounts)."
+        })
+    }
+}
+
+/// The rule of `BuyItem`, for what only shows the Buy form.
+pub fn may_buy(user: &User, item: &Item) -> bool {
+    !user.disabled && item.owner_id.is_some_and(|seller| seller != user.id)
+}
+
+/// Whether `user` is the order's buyer, its seller or an admin: the only ones who may
+/// know it exists.
+fn party_to(user: &User, order: &Order) -> bool {
+    !user.disabled && (user.is_admin || order.buyer_id == user.id || order.seller_id == user.id)
+}
+
+/// Seeing an order: its buyer, its seller, an admin. Anyone else is told there is no such
+/// order (404), so order ids cannot be enumerated.
+#[derive(Debug)]
+pub struct SeeOrder;
+
+impl Rule for SeeOrder {
+    type Subject = Order;
+
+    fn allows(user: &User, order: &Order) -> bool {
+        party_to(user, order)
+    }
+
+    fn refusal(_: &User, _: &Order) -> Refusal {
+        Refusal::Hidden("order")
+    }
+}
+
+/// Cancelling an order (before hand-over, which the store checks as it changes it): its
+/// buyer, its seller or an admin.
+#[derive(Debug)]
+pub struct CancelOrder;
+
+impl Rule for CancelOrder {
+    type Subject = Order;
+
+    fn allows(user: &User, order: &Order) -> bool {
+        party_to(user, order)
+    }
+
+    fn refusal(_: &User, _: &Order) -> Refusal {
+        Refusal::Hidden("order")
+    }
+}
+
+/// Handing an order over (sold; payment settled between them): its seller or an admin.
+/// The buyer is told why not; anyone else is told there is no such order.
+#[derive(Debug)]
+pub struct HandOverOrder;
+
+impl Rule for HandOverOrder {
+    type Subject = Order;
+
+    fn allows(user: &User, order: &Order) -> bool {
+        may_hand_over(user, order)
+    }
+
+    fn refusal(user: &User, order: &Order) -> Refusal {
+        if party_to(user, order) {
+            Refusal::Forbidden("Only the seller (or an admin) hands an order over.")
+        } else {
+            Refusal::Hidden("order")
+        }
+    }
+}
+
+/// The rule of `HandOverOrder`, for what only shows its button.
+pub fn may_hand_over(user: &User, order: &Order) -> bool {
+    party_to(user, order) && (user.is_admin || order.seller_id == user.id)
 }
 
 #[cfg(test)]
@@ -138,7 +235,62 @@ mod tests {
             date_added: Utc::now(),
             owner_id: owner_id.map(UserId),
             seller: None,
+            price_minor: Some(100),
+            version: 1,
         }
+    }
+
+    fn order(buyer: i64, seller: i64) -> Order {
+        Order {
+            id: crate::ids::OrderId(1),
+            state: crate::orders::OrderState::Placed,
+            item_id: ItemId(1),
+            item_name: "n".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+            total_minor: 100,
+            currency: "EUR".into(),
+            buyer: format!("u{buyer}"),
+            seller: format!("u{seller}"),
+            buyer_id: UserId(buyer),
+            seller_id: UserId(seller),
+            placed_at: Utc::now(),
+            handed_over_at: None,
+            cancelled_at: None,
+        }
+    }
+
+    #[test]
+    fn anyone_but_the_seller_buys_and_a_disabled_user_nobody() {
+        assert!(may_buy(&user(2, false), &item(Some(1))));
+        assert!(!may_buy(&user(1, false), &item(Some(1))));
+        assert!(!may_buy(&user(1, true), &item(None)));
+        let mut disabled = user(2, false);
+        disabled.disabled = true;
+        assert!(!may_buy(&disabled, &item(Some(1))));
+        let (_, refusal) = Permit::<BuyItem>::check(user(1, false), item(Some(1))).unwrap_err();
+        assert!(matches!(refusal, Refusal::Forbidden(why) if why.contains("your own item")));
+    }
+
+    #[test]
+    fn an_order_is_known_to_its_parties_only_and_handed_over_by_its_seller() {
+        let placed = order(1, 2);
+        for (who, see, hand_over) in [
+            (user(1, false), true, false),
+            (user(2, false), true, true),
+            (user(3, true), true, true),
+            (user(3, false), false, false),
+        ] {
+            assert_eq!(SeeOrder::allows(&who, &placed), see, "{}", who.username);
+            assert_eq!(CancelOrder::allows(&who, &placed), see, "{}", who.username);
+            assert_eq!(may_hand_over(&who, &placed), hand_over, "{}", who.username);
+        }
+        let (_, buyer) = Permit::<HandOverOrder>::check(user(1, false), placed.clone()).unwrap_err();
+        assert!(matches!(buyer, Refusal::Forbidden(_)));
+        let (_, stranger) = Permit::<HandOverOrder>::check(user(3, false), placed.clone()).unwrap_err();
+        assert_eq!(stranger, Refusal::Hidden("order"));
+        let (_, stranger) = Permit::<SeeOrder>::check(user(3, false), placed).unwrap_err();
+        assert_eq!(stranger, Refusal::Hidden("order"));
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl Run {
             &instance,
             metrics,
             settings.accounts.clone(),
+            settings.sales.currency,
         )
         .context("loading templates")?;
         let app = web::router(

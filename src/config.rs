@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::accounts::throttle::GuessLimit;
 use crate::accounts::TokenLifetime;
 use crate::db::{DatabaseUrl, PoolSize};
+use crate::money::Currency;
 use crate::telemetry::LogFilter;
 
 /// Where the config file is looked for when `--config` is not given.
@@ -31,6 +32,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub backup: BackupSettings,
     pub accounts: AccountSettings,
+    pub sales: SalesSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +128,14 @@ pub struct AccountSettings {
     /// How long a new API token works (0: until revoked); `shop token create --expires`
     /// chooses per token.
     pub token_lifetime_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesSettings {
+    /// The shop's currency, an ISO 4217 code: every price is in it, with as many decimals
+    /// as it has (2 for EUR, 0 for JPY). Changing it later does not convert prices.
+    pub currency: Currency,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -455,6 +465,9 @@ login_attempts = 10
 login_window_secs = 900
 # 90 days.
 token_lifetime_secs = 7776000
+
+[sales]
+currency = "EUR"
 "#;
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ id_type! {
 }
 
 id_type! {
+    /// An order's id.
+    OrderId
+}
+
+id_type! {
     /// An API token's id (as listed on the account page and by `shop token list`).
     TokenId
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ids::{ItemId, UserId};
+use crate::money::Currency;
 
 pub const MAX_TEXT_CHARS: usize = 256;
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -27,6 +28,39 @@ pub struct Item {
     pub owner_id: Option<UserId>,
     /// The seller's username, as the list and the item page show it.
     pub seller: Option<String>,
+    /// Its price in minor units of the shop's currency; `None`: not for sale.
+    pub price_minor: Option<i64>,
+    /// Moved by every change (an edit, a sale, a cancelled sale): an edit made from an
+    /// older version is refused (`ETag`, the edit form's hidden field).
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Item {
+    /// The item's `ETag`: its id and version.
+    pub fn etag(&self) -> String {
+        format!("\"{}v{}\"", self.id, self.version)
+    }
+}
+
+/// An item as the API shows it: its fields and the shop's currency.
+pub struct Priced<'a>(pub &'a Item, pub Currency);
+
+impl Serialize for Priced<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let Priced(item, currency) = self;
+        let mut s = serializer.serialize_struct("Item", 8)?;
+        s.serialize_field("id", &item.id)?;
+        s.serialize_field("name", &item.name)?;
+        s.serialize_field("quantity", &item.quantity)?;
+        s.serialize_field("description", &item.description)?;
+        s.serialize_field("date_added", &item.date_added)?;
+        s.serialize_field("seller", &item.seller)?;
+        s.serialize_field("price_minor", &item.price_minor)?;
+        s.serialize_field("currency", currency.code())?;
+        s.end()
+    }
 }
 
 /// A validated item, ready to be stored (the server sets `date_added`).
@@ -35,35 +69,97 @@ pub struct NewItem {
     pub name: String,
     pub quantity: i32,
     pub description: String,
+    /// `None`: not for sale.
+    pub price_minor: Option<i64>,
 }
 
 /// Field name → what is wrong with it, in words a person understands.
 pub type FieldErrors = BTreeMap<&'static str, String>;
 
 /// An item as a person or client sent it: every field raw, possibly missing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ItemInput {
     pub name: Option<String>,
     pub quantity: Option<String>,
     pub description: Option<String>,
+    pub price: PriceInput,
+}
+
+/// A price as sent: typed into the form (`12.50`), or the API's `price_minor`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum PriceInput {
+    /// Not sent, or left empty: not for sale.
+    #[default]
+    None,
+    Typed(String),
+    Minor(i64),
+}
+
+impl PriceInput {
+    /// What the form's price field shows.
+    fn shown(&self, currency: Currency) -> String {
+        match self {
+            PriceInput::None => String::new(),
+            PriceInput::Typed(text) => text.clone(),
+            PriceInput::Minor(minor) => currency.amount(*minor),
+        }
+    }
+
+    /// The price of an existing item, as its edit form shows it.
+    pub fn of(item: &Item) -> PriceInput {
+        item.price_minor.map_or(PriceInput::None, PriceInput::Minor)
+    }
+
+    fn validate(&self, currency: Currency) -> Result<Option<i64>, String> {
+        match self {
+            PriceInput::None => Ok(None),
+            PriceInput::Typed(text) if text.trim().is_empty() => Ok(None),
+            PriceInput::Typed(text) => currency.parse_price(text).map(Some),
+            PriceInput::Minor(minor) => currency.check_minor(*minor).map(Some),
+        }
+    }
 }
 
 impl ItemInput {
     /// Apply the rules: name and description trimmed, 1–256 characters; quantity a whole
-    /// number from 0 to 1,000,000.
-    pub fn validate(&self) -> Result<NewItem, FieldErrors> {
+    /// number from 0 to 1,000,000; a price, if any, in `currency` from 0 to a million.
+    pub fn validate(&self, currency: Currency) -> Result<NewItem, FieldErrors> {
         let mut errors = FieldErrors::new();
         let name = required_text(&mut errors, "name", self.name.as_deref());
         let description = required_text(&mut errors, "description", self.description.as_deref());
         let quantity = quantity(&mut errors, self.quantity.as_deref());
-        match (name, quantity, description) {
-            (Some(name), Some(quantity), Some(description)) if errors.is_empty() => Ok(NewItem {
-                name,
-                quantity,
-                description,
-            }),
+        let price_field = match self.price {
+            PriceInput::Minor(_) => "price_minor",
+            _ => "price",
+        };
+        let price = self
+            .price
+            .validate(currency)
+            .map_err(|why| errors.insert(price_field, why))
+            .ok();
+        match (name, quantity, description, price) {
+            (Some(name), Some(quantity), Some(description), Some(price_minor))
+                if errors.is_empty() =>
+            {
+                Ok(NewItem {
+                    name,
+                    quantity,
+                    description,
+                    price_minor,
+                })
+            }
             _ => Err(errors),
         }
+    }
+
+    /// The input as a form shows it again (every field text).
+    pub fn form_fields(&self, currency: Currency) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "quantity": self.quantity,
+            "description": self.description,
+            "price": self.price.shown(currency),
+        })
     }
 }
 
@@ -314,25 +410,44 @@ mod tests {
             name: Some(name.into()),
             quantity: Some(quantity.into()),
             description: Some(description.into()),
+            price: PriceInput::None,
         }
     }
 
     #[test]
     fn valid_input_is_trimmed() {
-        let item = input("  Lamp ", " 3 ", "\tbrass\n").validate().unwrap();
+        let item = input("  Lamp ", " 3 ", "\tbrass\n").validate(Currency::EUR).unwrap();
         assert_eq!(
             item,
             NewItem {
                 name: "Lamp".into(),
                 quantity: 3,
-                description: "brass".into()
+                description: "brass".into(),
+                price_minor: None,
             }
         );
     }
 
     #[test]
+    fn a_price_is_typed_or_sent_in_minor_units_and_empty_means_not_for_sale() {
+        let mut typed = input("a", "1", "b");
+        typed.price = PriceInput::Typed("12.50".into());
+        assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, Some(1250));
+        typed.price = PriceInput::Typed(" ".into());
+        assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, None);
+        typed.price = PriceInput::Typed("12.505".into());
+        let errors = typed.validate(Currency::EUR).unwrap_err();
+        assert!(errors["price"].contains("2 decimals"), "{errors:?}");
+        typed.price = PriceInput::Minor(-1);
+        assert!(typed.validate(Currency::EUR).unwrap_err().contains_key("price_minor"));
+        typed.price = PriceInput::Minor(99);
+        assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, Some(99));
+        assert_eq!(typed.form_fields(Currency::EUR)["price"], "0.99");
+    }
+
+    #[test]
     fn every_bad_field_gets_a_message() {
-        let errors = input("   ", "-1", "").validate().unwrap_err();
+        let errors = input("   ", "-1", "").validate(Currency::EUR).unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors["name"].contains("Please enter"));
         assert!(errors["quantity"].contains("between 0 and 1000000"));
@@ -342,10 +457,10 @@ mod tests {
     #[test]
     fn limits_are_inclusive() {
         let longest = "é".repeat(MAX_TEXT_CHARS);
-        assert!(input(&longest, "1000000", "x").validate().is_ok());
-        assert!(input("x", "0", &longest).validate().is_ok());
+        assert!(input(&longest, "1000000", "x").validate(Currency::EUR).is_ok());
+        assert!(input("x", "0", &longest).validate(Currency::EUR).is_ok());
         let errors = input(&format!("{longest}a"), "1000001", "x")
-            .validate()
+            .validate(Currency::EUR)
             .unwrap_err();
         assert!(errors["name"].contains("257 characters"));
         assert!(errors.contains_key("quantity"));
@@ -354,14 +469,14 @@ mod tests {
     #[test]
     fn quantity_must_be_a_whole_number() {
         for bad in ["abc", "1.5", "1e3", "99999999999999999999"] {
-            let errors = input("a", bad, "b").validate().unwrap_err();
+            let errors = input("a", bad, "b").validate(Currency::EUR).unwrap_err();
             assert!(errors.contains_key("quantity"), "{bad}");
         }
     }
 
     #[test]
     fn missing_fields_are_errors() {
-        let errors = ItemInput::default().validate().unwrap_err();
+        let errors = ItemInput::default().validate(Currency::EUR).unwrap_err();
         assert_eq!(
             errors.keys().copied().collect::<Vec<_>>(),
             ["description", "name", "quantity"]

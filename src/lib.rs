@@ -10,6 +10,8 @@ pub mod config;
 pub mod db;
 pub mod ids;
 pub mod items;
+pub mod money;
+pub mod orders;
 pub mod server;
 pub mod systemd;
 pub mod telemetry;

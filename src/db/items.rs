@@ -1,12 +1,13 @@
 //! The items' half of the store: the list (a page, searched, by keyset or offset), one
 //! item, and the writes (a create that an idempotency key makes safe to retry; an update
-//! and a delete that need the permit of `access::ChangeItem`).
+//! and a delete that need the permit of `access::ChangeItem`: an edit from an older
+//! version, or a delete while orders wait, changes nothing).
 
 use chrono::{DateTime, Utc};
 use tracing::instrument::WithSubscriber;
 use tracing::subscriber::NoSubscriber;
 
-use super::queries::{self, run, Filter, Start};
+use super::queries::{self, run, transaction, Filter, Start};
 use super::{now, Backend, Store, StoreError, StoreResult};
 use crate::access::{ChangeItem, Permit};
 use crate::accounts::User;
@@ -103,7 +104,7 @@ impl Store {
         // Twice at most: the earlier item could be deleted between the two statements.
         for _ in 0..2 {
             let (name, quantity, description) = (&item.name, item.quantity, &item.description);
-            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner, &seller.username)?;
+            let inserted: Option<Item> = run!(self, as queries::INSERT, fetch_optional, name, quantity, description, now(), key, owner, &seller.username, item.price_minor)?;
             if let Some(item) = inserted {
                 ::metrics::counter!("shop_items_created_total").increment(1);
                 return Ok(Created {
@@ -129,23 +130,73 @@ impl Store {
         ))
     }
 
-    /// Replace the fields of the item `permit` allows changing; `None` when it is gone.
+    /// Replace the fields of the item `permit` allows changing, if it is still at
+    /// `version` (the one the edit was made from; `None`: whatever it is now).
     pub async fn update_item(
         &self,
         permit: &Permit<ChangeItem>,
         item: &NewItem,
-    ) -> StoreResult<Option<Item>> {
+        version: Option<i64>,
+    ) -> StoreResult<Updated> {
         let id = permit.subject().id;
-        Ok(
-            run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), id)?,
-        )
+        let saved: Option<Item> = run!(self, as queries::UPDATE, fetch_optional, &item.name, item.quantity, &item.description, now(), item.price_minor, id, version)?;
+        Ok(match saved {
+            Some(item) => Updated::Saved(item),
+            None => match self.get_item(id).await? {
+                Some(current) => Updated::Stale(current),
+                None => Updated::Gone,
+            },
+        })
     }
 
-    /// Delete the item `permit` allows changing; `false` when it was gone already.
-    pub async fn delete_item(&self, permit: &Permit<ChangeItem>) -> StoreResult<bool> {
-        let deleted = run!(self, queries::DELETE, execute, permit.subject().id)?;
-        Ok(deleted > 0)
+    /// Delete the item `permit` allows changing, unless orders of it wait for hand-over.
+    /// A sale under way finishes first (its row lock), and then counts.
+    pub async fn delete_item(&self, permit: &Permit<ChangeItem>) -> StoreResult<Deleted> {
+        let id = permit.subject().id;
+        let deleted: u64 = transaction!(self, |tx, backend| {
+            if backend == Backend::Postgres {
+                sqlx::query(queries::LOCK_ITEM)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let deleted = sqlx::query(queries::DELETE.for_backend(backend))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(deleted)
+        })?;
+        if deleted > 0 {
+            return Ok(Deleted::Deleted);
+        }
+        let (placed,): (i64,) = run!(self, as queries::PLACED_ORDERS_OF_ITEM, fetch_one, id)?;
+        Ok(if placed > 0 {
+            Deleted::HasPlacedOrders(placed)
+        } else {
+            Deleted::Gone
+        })
     }
+}
+
+/// The outcome of `update_item`.
+#[derive(Debug, Clone)]
+pub enum Updated {
+    Saved(Item),
+    /// Changed since the edit's version (a sale, another edit): nothing saved; the item as
+    /// it is now.
+    Stale(Item),
+    Gone,
+}
+
+/// The outcome of `delete_item`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    Gone,
+    /// This many orders of it wait for hand-over: nothing deleted.
+    HasPlacedOrders(i64),
 }
 
 /// An item from a row of `queries::ITEM_COLUMNS`, by position (not by name, which is a
@@ -173,6 +224,8 @@ where
             date_added: row.try_get_unchecked(4)?,
             owner_id: row.try_get_unchecked(5)?,
             seller: row.try_get_unchecked(6)?,
+            price_minor: row.try_get_unchecked(7)?,
+            version: row.try_get_unchecked(8)?,
         })
     }
 }

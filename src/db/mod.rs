@@ -1,7 +1,7 @@
 //! One `Store` that the handlers call, whichever database is behind it: this file holds
-//! the type, its pools and how it connects. Its halves: the items in `items`, the
-//! accounts in `accounts` (sessions and tokens remembered in `auth_cache`), backups in
-//! `snapshot`; the SQL of PostgreSQL and SQLite stands side by side in `queries`, so a
+//! the type, its pools and how it connects. Its halves: the items in `items`, the orders
+//! in `orders`, the accounts in `accounts` (sessions and tokens remembered in
+//! `auth_cache`), backups in `snapshot`; the SQL of PostgreSQL and SQLite stands side by side in `queries`, so a
 //! reader sees that they match; migrating lives in `migrate`; whether the database
 //! answers (outages, the probe, what a failure means) in `availability`; which of several
 //! PostgreSQL hosts is the primary, and following it, in `primary`.
@@ -11,6 +11,7 @@ mod auth_cache;
 mod availability;
 mod items;
 mod migrate;
+mod orders;
 mod primary;
 mod queries;
 mod snapshot;
@@ -30,7 +31,8 @@ use auth_cache::AuthCache;
 pub use auth_cache::{SessionRecord, TokenRecord};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
-pub use items::Created;
+pub use items::{Created, Deleted, Updated};
+pub use orders::{Cancelled, HandedOver, Placed};
 pub use migrate::MigrationState;
 use primary::Hosts;
 use queries::run;

@@ -130,7 +130,7 @@ pub fn list(backend: super::Backend, filter: Filter, start: Start) -> String {
 /// item (migration 6), not looked up per row.
 macro_rules! item_columns {
     () => {
-        "id, name, quantity, description, date_added, owner_id, seller"
+        "id, name, quantity, description, date_added, owner_id, seller, price_minor, version"
     };
 }
 const ITEM_COLUMNS: &str = item_columns!();
@@ -159,8 +159,8 @@ pub const GET: Sql = Sql::same(concat!(
 /// Inserts nothing (and returns no row) when an item with the same idempotency key exists;
 /// PostgreSQL makes a concurrent insert of the same key wait for the first to finish.
 pub const INSERT: Sql = Sql::same(concat!(
-    "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id, seller) ",
-    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+    "INSERT INTO items (name, quantity, description, date_added, idempotency_key, owner_id, seller, price_minor) ",
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
     item_columns!()
 ));
 
@@ -170,13 +170,107 @@ pub const GET_BY_IDEMPOTENCY_KEY: Sql = Sql::same(concat!(
     " FROM items WHERE idempotency_key = $1"
 ));
 
+/// Replaces the fields, if the item is still at the version the edit was made from ($7;
+/// NULL: whatever it is, for API clients that send no `If-Match`).
 pub const UPDATE: Sql = Sql::same(concat!(
-    "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4 WHERE id = $5 ",
+    "UPDATE items SET name = $1, quantity = $2, description = $3, updated_at = $4, ",
+    "price_minor = $5, version = version + 1 WHERE id = $6 AND ($7 IS NULL OR version = $7) ",
     "RETURNING ",
     item_columns!()
 ));
 
-pub const DELETE: Sql = Sql::same("DELETE FROM items WHERE id = $1");
+/// Taken first in a delete's transaction (PostgreSQL): a sale under way holds the row, so
+/// the delete waits for it, and its next statement sees the order the sale made.
+pub const LOCK_ITEM: &str = "SELECT id FROM items WHERE id = $1 FOR UPDATE";
+
+/// How many orders of the item wait for hand-over: an item with any is not deleted.
+pub const PLACED_ORDERS_OF_ITEM: Sql = Sql::same(
+    "SELECT COUNT(*) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+     WHERE l.item_id = $1 AND o.state = 'placed'",
+);
+
+pub const DELETE: Sql = Sql::same(
+    "DELETE FROM items WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM order_lines l \
+     JOIN orders o ON o.id = l.order_id WHERE l.item_id = $1 AND o.state = 'placed')",
+);
+
+/// An order's row, begun: nothing when the buyer has an order with this idempotency key
+/// (PostgreSQL makes a concurrent one with the same key wait for the first to finish).
+pub const INSERT_ORDER: Sql = Sql::same(
+    "INSERT INTO orders (buyer_id, buyer, seller_id, seller, state, currency, total_minor, \
+     idempotency_key, placed_at) VALUES ($1, $2, $3, $4, 'placed', $5, $6, $7, $8) \
+     ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id",
+);
+
+/// Takes the stock, in one conditional statement: only if there is enough at the price the
+/// buyer saw. The database is the only lock (six instances sell the same item); the row
+/// stays locked until the order's transaction ends.
+pub const TAKE_STOCK: Sql = Sql::same(
+    "UPDATE items SET quantity = quantity - $1, version = version + 1 \
+     WHERE id = $2 AND quantity >= $1 AND price_minor = $3 RETURNING name",
+);
+
+pub const INSERT_ORDER_LINE: Sql = Sql::same(
+    "INSERT INTO order_lines (order_id, line, item_id, item_name, unit_price_minor, quantity) \
+     VALUES ($1, 1, $2, $3, $4, $5)",
+);
+
+/// Cancels, only from `placed`: of concurrent cancels exactly one changes the row, and
+/// only that one puts the stock back.
+pub const CANCEL_ORDER: Sql = Sql::same(
+    "UPDATE orders SET state = 'cancelled', cancelled_at = $2, changed_by = $3 \
+     WHERE id = $1 AND state = 'placed'",
+);
+
+/// Puts a cancelled order's stock back (on items that still exist).
+pub const RETURN_STOCK: Sql = Sql::same(
+    "UPDATE items SET quantity = quantity + (SELECT SUM(l.quantity) FROM order_lines l \
+     WHERE l.order_id = $1 AND l.item_id = items.id), version = version + 1 \
+     WHERE id IN (SELECT item_id FROM order_lines WHERE order_id = $1)",
+);
+
+pub const HAND_OVER_ORDER: Sql = Sql::same(
+    "UPDATE orders SET state = 'handed_over', handed_over_at = $2, changed_by = $3 \
+     WHERE id = $1 AND state = 'placed'",
+);
+
+/// An order with its (first) line: the columns of an `Order`, in its field order.
+macro_rules! order_select {
+    () => {
+        "SELECT o.id, o.state, l.item_id, l.item_name, l.quantity, l.unit_price_minor, \
+         o.total_minor, o.currency, o.buyer, o.seller, o.buyer_id, o.seller_id, o.placed_at, \
+         o.handed_over_at, o.cancelled_at FROM orders o \
+         JOIN order_lines l ON l.order_id = o.id AND l.line = 1 "
+    };
+}
+
+pub const GET_ORDER: Sql = Sql::same(concat!(order_select!(), "WHERE o.id = $1"));
+
+pub const GET_ORDER_BY_KEY: Sql = Sql::same(concat!(
+    order_select!(),
+    "WHERE o.buyer_id = $1 AND o.idempotency_key = $2"
+));
+
+/// A buyer's orders, newest first, older than order $2 (NULL: from the newest).
+pub const ORDERS_OF_BUYER: Sql = Sql::same(concat!(
+    order_select!(),
+    "WHERE o.buyer_id = $1 AND ($2 IS NULL OR o.id < $2) ORDER BY o.id DESC LIMIT $3"
+));
+
+/// A seller's orders, newest first, older than order $2 (NULL: from the newest).
+pub const ORDERS_OF_SELLER: Sql = Sql::same(concat!(
+    order_select!(),
+    "WHERE o.seller_id = $1 AND ($2 IS NULL OR o.id < $2) ORDER BY o.id DESC LIMIT $3"
+));
+
+/// A seller's orders that wait for hand-over, oldest first (the first to hand over).
+pub const PLACED_ORDERS_OF_SELLER: Sql = Sql::same(concat!(
+    order_select!(),
+    "WHERE o.seller_id = $1 AND o.state = 'placed' ORDER BY o.id LIMIT $2"
+));
+
+pub const COUNT_PLACED_ORDERS_OF_SELLER: Sql =
+    Sql::same("SELECT COUNT(*) FROM orders WHERE seller_id = $1 AND state = 'placed'");
 
 /// For backups: every item, in id order, with the columns the database has (a backup
 /// before an upgrade reads an older schema; `BackupRow` fills in what it lacks).
@@ -231,6 +325,46 @@ macro_rules! run {
 }
 pub(crate) use run;
 
+/// Run `$body` in one transaction on the store's pool, under the same gate and bound as
+/// `run!`: `transaction!(store, |tx, backend| { …; tx.commit().await?; Ok(value) })`, the
+/// body written once and expanded for each backend. SQLite's begins `IMMEDIATE`: it takes
+/// the file's write lock first, so writers queue on the busy timeout instead of failing
+/// with SQLITE_BUSY when a read turns into a write. A body that returns early, or is cut
+/// off by the timeout, rolls back (sqlx does, when the transaction is dropped).
+macro_rules! transaction {
+    ($store:expr, |$tx:ident, $backend:ident| $body:block) => {{
+        let store: &$crate::db::Store = $store;
+        let $backend = store.backend();
+        match store.gate() {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let result = match &store.pool() {
+                    $crate::db::Pool::Postgres(pool) => {
+                        store
+                            .bounded(async {
+                                #[allow(unused_mut)]
+                                let mut $tx = pool.begin().await?;
+                                $body
+                            })
+                            .await
+                    }
+                    $crate::db::Pool::Sqlite(pool) => {
+                        store
+                            .bounded(async {
+                                #[allow(unused_mut)]
+                                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                                $body
+                            })
+                            .await
+                    }
+                };
+                result.map_err(|e| store.failed(e))
+            }
+        }
+    }};
+}
+pub(crate) use transaction;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +409,8 @@ mod tests {
         }
         assert_eq!(
             list(Backend::Postgres, All, Older),
-            "SELECT id, name, quantity, description, date_added, owner_id, seller FROM items \
+            "SELECT id, name, quantity, description, date_added, owner_id, seller, price_minor, \
+             version FROM items \
              WHERE (date_added, id) < ($1, $2) ORDER BY date_added DESC, id DESC LIMIT $3"
         );
     }

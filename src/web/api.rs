@@ -15,11 +15,13 @@ use super::cache::{CacheControl, ETag};
 use super::error::AppError;
 use super::extract::{Editable, ExistingItem, Listing};
 use super::AppState;
-use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem};
+use crate::db::{Deleted, Updated};
+use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem, PriceInput, Priced};
+use crate::money::Currency;
 
 #[derive(Serialize)]
-pub struct ItemList {
-    items: Vec<Item>,
+pub struct ItemList<'a> {
+    items: Vec<Priced<'a>>,
     page: u32,
     per_page: u32,
     next_page: Option<u32>,
@@ -46,7 +48,11 @@ pub async fn list(
     let list = Json(ItemList {
         next_page: page.has_next.then_some(query.page.saturating_add(1)),
         next_after,
-        items: page.items,
+        items: page
+            .items
+            .iter()
+            .map(|item| Priced(item, state.currency))
+            .collect(),
         page: query.page,
         per_page: query.per_page,
     });
@@ -66,7 +72,7 @@ pub async fn create(
         .get("idempotency-key")
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency_key(sent_key).map_err(AppError::BadRequest)?;
-    let item = new_item(body)?;
+    let item = new_item(body, state.currency)?;
     let created = state.store.create_item(&item, &seller, key).await?;
     if !created.replayed {
         audit_item("item_created", &seller, created.item.id);
@@ -80,26 +86,66 @@ pub async fn create(
             replayed.to_owned(),
         ),
     ];
-    Ok((StatusCode::CREATED, headers, Json(created.item)).into_response())
+    let body = Json(Priced(&created.item, state.currency));
+    Ok((StatusCode::CREATED, headers, body).into_response())
 }
 
-/// `GET /api/items/{id}`
-pub async fn show(ExistingItem(item): ExistingItem) -> Json<Item> {
-    Json(item)
+/// An item's JSON with its `ETag` (what `PUT`'s `If-Match` sends back).
+fn item_response(item: &Item, currency: Currency) -> Response {
+    let tag = [(header::ETAG, item.etag())];
+    (tag, Json(Priced(item, currency))).into_response()
 }
 
-/// `PUT /api/items/{id}`: replace name, quantity and description.
+/// `GET /api/items/{id}`, with the item's `ETag`.
+pub async fn show(State(state): State<AppState>, ExistingItem(item): ExistingItem) -> Response {
+    item_response(&item, state.currency)
+}
+
+/// `PUT /api/items/{id}`: replace name, quantity, description and price. With
+/// `If-Match` (the `ETag` of `GET`), only if the item has not changed since (a sale, or
+/// another edit): 412 and the item as it is now, never a silent overwrite.
 pub async fn update(
     State(state): State<AppState>,
     Editable(permit, _): Editable<ApiWriter>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Item>, AppError> {
-    let item = new_item(body)?;
-    let item = state.store.update_item(&permit, &item).await?;
-    if item.is_some() {
-        audit_item("item_updated", permit.by(), permit.subject().id);
+) -> Result<Response, AppError> {
+    let current = permit.subject();
+    let version = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(sent) => {
+            let sent = sent.to_str().unwrap_or("");
+            let matches = sent == "*" || sent.split(',').any(|tag| tag.trim() == current.etag());
+            if !matches {
+                return Err(stale(current, state.currency));
+            }
+            (sent != "*").then_some(current.version)
+        }
+    };
+    let item = new_item(body, state.currency)?;
+    match state.store.update_item(&permit, &item, version).await? {
+        Updated::Saved(item) => {
+            audit_item("item_updated", permit.by(), item.id);
+            Ok(item_response(&item, state.currency))
+        }
+        Updated::Stale(now) => Err(stale(&now, state.currency)),
+        Updated::Gone => Err(AppError::NotFound("item")),
     }
-    item.map(Json).ok_or(AppError::NotFound("item"))
+}
+
+/// 412: the item changed since the client's copy; what it is now.
+fn stale(now: &Item, currency: Currency) -> AppError {
+    AppError::Rejected(
+        StatusCode::PRECONDITION_FAILED,
+        format!(
+            "The item changed since your copy (a sale or another edit): it is now {} in stock{}, ETag {}. Read it again and make your change to that.",
+            now.quantity,
+            now.price_minor
+                .map(|p| format!(" at {}", currency.show(p)))
+                .unwrap_or_default(),
+            now.etag()
+        ),
+    )
 }
 
 /// `DELETE /api/items/{id}` → 204.
@@ -107,22 +153,35 @@ pub async fn delete(
     State(state): State<AppState>,
     Editable(permit, _): Editable<ApiWriter>,
 ) -> Result<StatusCode, AppError> {
-    if state.store.delete_item(&permit).await? {
-        audit_item("item_deleted", permit.by(), permit.subject().id);
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(AppError::NotFound("item"))
+    match state.store.delete_item(&permit).await? {
+        Deleted::Deleted => {
+            audit_item("item_deleted", permit.by(), permit.subject().id);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Deleted::Gone => Err(AppError::NotFound("item")),
+        Deleted::HasPlacedOrders(n) => Err(has_placed_orders(n)),
     }
 }
 
-fn new_item(body: Result<Json<Value>, JsonRejection>) -> Result<NewItem, AppError> {
-    let Json(body) = body.map_err(|r| AppError::Rejected(r.status(), r.body_text()))?;
-    let input = item_input(&body)?;
-    input.validate().map_err(AppError::Invalid)
+/// 409: an item with orders that wait is not deleted.
+pub fn has_placed_orders(n: i64) -> AppError {
+    AppError::Rejected(
+        StatusCode::CONFLICT,
+        format!("{n} order(s) of this item wait for hand-over: hand them over or cancel them before deleting it."),
+    )
 }
 
-/// Read the three fields of a JSON object; a field of the wrong JSON type is a field error.
-fn item_input(body: &Value) -> Result<ItemInput, AppError> {
+fn new_item(
+    body: Result<Json<Value>, JsonRejection>,
+    currency: Currency,
+) -> Result<NewItem, AppError> {
+    let Json(body) = body.map_err(|r| AppError::Rejected(r.status(), r.body_text()))?;
+    let input = item_input(&body, currency)?;
+    input.validate(currency).map_err(AppError::Invalid)
+}
+
+/// Read the fields of a JSON object; a field of the wrong JSON type is a field error.
+fn item_input(body: &Value, currency: Currency) -> Result<ItemInput, AppError> {
     let Some(object) = body.as_object() else {
         return Err(AppError::BadRequest(
             "The body must be a JSON object with name, quantity and description.".into(),
@@ -148,16 +207,28 @@ fn item_input(body: &Value) -> Result<ItemInput, AppError> {
             None
         }
     };
+    let price = match object.get("price_minor") {
+        None | Some(Value::Null) => PriceInput::None,
+        Some(Value::Number(n)) if n.as_i64().is_some() => PriceInput::Minor(n.as_i64().unwrap_or(-1)),
+        Some(_) => {
+            errors.insert(
+                "price_minor",
+                "The price_minor must be a whole number of minor units (cents), or null.".into(),
+            );
+            PriceInput::None
+        }
+    };
     let input = ItemInput {
         name,
         quantity,
         description,
+        price,
     };
     if errors.is_empty() {
         return Ok(input);
     }
     // Report the type errors together with whatever else is wrong.
-    let mut all = input.validate().err().unwrap_or_default();
+    let mut all = input.validate(currency).err().unwrap_or_default();
     all.extend(errors);
     Err(AppError::Invalid(all))
 }
@@ -170,7 +241,7 @@ mod tests {
     #[test]
     fn wrong_json_types_are_field_errors() {
         let Err(AppError::Invalid(errors)) =
-            item_input(&json!({"name": 5, "quantity": [1], "description": "d"}))
+            item_input(&json!({"name": 5, "quantity": [1], "description": "d"}), Currency::EUR)
         else {
             panic!("expected field errors")
         };
@@ -183,11 +254,11 @@ mod tests {
 
     #[test]
     fn numbers_and_numeric_strings_are_quantities() {
-        let input = item_input(&json!({"name": "a", "quantity": 7, "description": "d"})).unwrap();
-        assert_eq!(input.validate().unwrap().quantity, 7);
-        let input = item_input(&json!({"name": "a", "quantity": "7", "description": "d"})).unwrap();
-        assert_eq!(input.validate().unwrap().quantity, 7);
-        let input = item_input(&json!({"name": "a", "quantity": 1.5, "description": "d"})).unwrap();
-        assert!(input.validate().is_err());
+        let input = item_input(&json!({"name": "a", "quantity": 7, "description": "d"}), Currency::EUR).unwrap();
+        assert_eq!(input.validate(Currency::EUR).unwrap().quantity, 7);
+        let input = item_input(&json!({"name": "a", "quantity": "7", "description": "d"}), Currency::EUR).unwrap();
+        assert_eq!(input.validate(Currency::EUR).unwrap().quantity, 7);
+        let input = item_input(&json!({"name": "a", "quantity": 1.5, "description": "d"}), Currency::EUR).unwrap();
+        assert!(input.validate(Currency::EUR).is_err());
     }
 }

@@ -107,9 +107,16 @@ pub async fn resolve_session(
             Err(e) => return e.into_response(),
         },
     };
+    // A seller's header counts the orders waiting for them (a badge: when it cannot be
+    // read, the page still shows, without it).
+    let waiting_sales = match viewer.user() {
+        Some(user) => state.store.count_placed_orders_of(user.id).await.unwrap_or(0),
+        None => 0,
+    };
     let mut frame = Frame {
         username: viewer.user().map(|u| u.username.clone()),
         csrf_token: String::new(),
+        waiting_sales,
     };
     if let Some(cookie) = request.extensions_mut().get_mut::<CsrfCookie>() {
         cookie.session = viewer.0.as_ref().map(|s| s.session.clone());
@@ -263,6 +270,15 @@ pub fn audit_item(event: &'static str, user: &User, item_id: ItemId) {
     request.record("event", event);
     request.record("user", user.username.as_str());
     request.record("item_id", item_id.0);
+}
+
+/// A change to an order, in the request's own log line like `audit_item`'s (`event`:
+/// order_placed, order_cancelled, order_handed_over).
+pub fn audit_order(event: &'static str, user: &User, order: &crate::orders::Order) {
+    audit_item(event, user, order.item_id);
+    let request = tracing::Span::current();
+    request.record("order_id", order.id.0);
+    request.record("quantity", order.quantity);
 }
 
 /// Who writes: the signed-in page visitor (`SignedIn`) or the API's `ApiWriter`. What

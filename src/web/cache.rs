@@ -117,7 +117,8 @@ pub async fn page_caching(request: Request, next: Next) -> Response {
     response
 }
 
-/// The pages that show or take account data: no cache keeps them.
+/// The pages that show or take account data (orders are too: who bought what): no cache
+/// keeps them.
 fn holds_account_data(path: &str) -> bool {
     let item_form = path
         .strip_prefix("/items/")
@@ -125,6 +126,9 @@ fn holds_account_data(path: &str) -> bool {
     matches!(path, "/" | "/login" | "/signup" | "/logout")
         || path == "/account"
         || path.starts_with("/account/")
+        || path == "/orders"
+        || path.starts_with("/orders/")
+        || path == "/sales"
         || item_form
 }
 
@@ -187,10 +191,13 @@ mod tests {
             "/account/tokens",
             "/items/3/edit",
             "/items/3/delete",
+            "/orders",
+            "/orders/7",
+            "/sales",
         ] {
             assert!(holds_account_data(path), "{path}");
         }
-        for path in ["/items", "/items/3", "/success", "/accounting"] {
+        for path in ["/items", "/items/3", "/success", "/accounting", "/salesroom"] {
             assert!(!holds_account_data(path), "{path}");
         }
     }

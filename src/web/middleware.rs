@@ -70,8 +70,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .get::<MatchedPath>()
         .map_or("(no route)", |m| m.as_str())
         .to_owned();
-    // `event`, `user` and `item_id` are filled in by a change to an item
-    // (`auth::audit_item`), so that the request's one line is also its record.
+    // `event`, `user`, `item_id` (and for an order `order_id`, `quantity`) are filled in
+    // by a change (`auth::audit_item`, `auth::audit_order`), so that the request's one
+    // line is also its record.
     let span = tracing::info_span!(
         "request",
         request_id = %request_id.0,
@@ -80,6 +81,8 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         event = tracing::field::Empty,
         user = tracing::field::Empty,
         item_id = tracing::field::Empty,
+        order_id = tracing::field::Empty,
+        quantity = tracing::field::Empty,
     );
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -1,7 +1,8 @@
 //! The HTTP face of shop: the router, the state every handler shares, and the layers
-//! around it. It only speaks HTTP: the rules are the domains' (`items`, `accounts`,
-//! `access`). Handlers live in `pages` (HTML), `signin` (sign-up, login, logout),
-//! `account` (the account page), `admin` (what only admins do) and `api` (JSON); `auth`
+//! around it. It only speaks HTTP: the rules are the domains' (`items`, `orders`,
+//! `accounts`, `access`). Handlers live in `pages` (HTML), `order_pages`, `signin`
+//! (sign-up, login, logout), `account` (the account page), `admin` (what only admins
+//! do), `api` and `order_api` (JSON), with what both order faces share in `orders`; `auth`
 //! says who is asking and `extract` what they ask about (and whether they may change
 //! it); `health` answers the probes, `metrics` Prometheus; `cache` makes the validators
 //! of conditional GETs; `rows` writes the list's table; `cookies`, `csrf`, `forwarded`,
@@ -22,6 +23,9 @@ mod hash;
 mod health;
 mod metrics;
 pub mod middleware;
+mod order_api;
+mod order_pages;
+mod orders;
 mod pages;
 mod password_check;
 mod rows;
@@ -49,6 +53,7 @@ use templates::{stylesheet_path, Templates, FAVICON, FAVICON_PATH, STYLESHEET};
 use crate::accounts::password::Hasher;
 use crate::config::AccountSettings;
 use crate::db::Store;
+use crate::money::Currency;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -61,6 +66,7 @@ pub struct AppState {
     metrics: Metrics,
     hasher: Hasher,
     accounts: Arc<AccountSettings>,
+    currency: Currency,
 }
 
 impl AppState {
@@ -71,6 +77,7 @@ impl AppState {
         instance: &str,
         metrics: Metrics,
         accounts: AccountSettings,
+        currency: Currency,
     ) -> Result<AppState, tera::Error> {
         Ok(AppState {
             store,
@@ -82,6 +89,7 @@ impl AppState {
             metrics,
             hasher: Hasher::per_core(),
             accounts: Arc::new(accounts),
+            currency,
         })
     }
 }
@@ -105,6 +113,15 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             get(pages::show_item).post(pages::update_item),
         )
         .route("/items/{id}/edit", get(pages::edit_item_form))
+        .route(
+            "/items/{id}/buy",
+            get(order_pages::buy_page).post(order_pages::buy),
+        )
+        .route("/orders", get(order_pages::my_orders))
+        .route("/sales", get(order_pages::my_sales))
+        .route("/orders/{id}", get(order_pages::show_order))
+        .route("/orders/{id}/cancel", post(order_pages::cancel_order))
+        .route("/orders/{id}/hand-over", post(order_pages::hand_over_order))
         .route(
             "/items/{id}/delete",
             get(pages::delete_item_form).post(pages::delete_item),
@@ -131,7 +148,11 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route(
             "/api/items/{id}",
             get(api::show).put(api::update).delete(api::delete),
-        );
+        )
+        .route("/api/orders", get(order_api::list).post(order_api::create))
+        .route("/api/orders/{id}", get(order_api::show))
+        .route("/api/orders/{id}/cancel", post(order_api::cancel_order))
+        .route("/api/orders/{id}/hand-over", post(order_api::hand_over_order));
     Router::new()
         .merge(pages)
         .merge(api)

@@ -15,11 +15,13 @@ use super::extract::{Editable, ExistingItem, Listing};
 use super::rows;
 use super::templates::Frame;
 use super::AppState;
-use crate::access::may_change;
+use crate::access::{may_buy, may_change};
+use crate::db::{Deleted, Updated};
 use crate::ids::ItemId;
+use crate::money::Currency;
 use crate::items::{
     idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
-    ListQuery, DEFAULT_PER_PAGE,
+    ListQuery, PriceInput, DEFAULT_PER_PAGE,
 };
 
 /// An item as the templates show it.
@@ -32,10 +34,13 @@ struct ItemView<'a> {
     /// The `<time>` element of the date it was added (markup: shown unescaped).
     added: String,
     seller: Option<&'a str>,
+    price_minor: Option<i64>,
+    /// The price as the currency writes it (`None`: not for sale).
+    price: Option<String>,
 }
 
-impl<'a> From<&'a Item> for ItemView<'a> {
-    fn from(item: &'a Item) -> Self {
+impl<'a> ItemView<'a> {
+    fn of(item: &'a Item, currency: Currency) -> Self {
         let mut added = String::with_capacity(64);
         rows::push_time(&mut added, item);
         ItemView {
@@ -45,6 +50,8 @@ impl<'a> From<&'a Item> for ItemView<'a> {
             description: &item.description,
             added,
             seller: item.seller.as_deref(),
+            price_minor: item.price_minor,
+            price: item.price_minor.map(|p| currency.show(p)),
         }
     }
 }
@@ -65,14 +72,15 @@ fn list_page(
     };
     let mut html = String::with_capacity(frame.len() + items.len() * rows::ROW_BYTES);
     html.push_str(before);
-    rows::write_rows(&mut html, items);
+    rows::write_rows(&mut html, items, state.currency);
     html.push_str(after);
     Ok(html)
 }
 
 protected_form! {
-    /// The fields of the add and edit forms, as sent.
-    pub struct ItemForm { idempotency_key, name, quantity, description }
+    /// The fields of the add and edit forms, as sent (an edit's `version`: the item's,
+    /// when the form was made).
+    pub struct ItemForm { idempotency_key, version, name, quantity, description, price }
 }
 
 impl ItemForm {
@@ -81,6 +89,7 @@ impl ItemForm {
             name: self.name,
             quantity: self.quantity,
             description: self.description,
+            price: self.price.map_or(PriceInput::None, PriceInput::Typed),
         }
     }
 }
@@ -98,6 +107,10 @@ struct FormPage {
     /// Sent back with the POST so a retry of it creates nothing twice (new items only:
     /// an edit is idempotent by itself).
     idempotency_key: Option<String>,
+    /// An edit's: the version of the item it was made from.
+    version: Option<i64>,
+    /// Why the edit was not saved (the item changed meanwhile).
+    conflict: Option<String>,
 }
 
 impl FormPage {
@@ -107,15 +120,19 @@ impl FormPage {
             submit: "Add item",
             action: "/".into(),
             idempotency_key: Some(idempotency_key),
+            version: None,
+            conflict: None,
         }
     }
 
-    fn edit(id: ItemId) -> FormPage {
+    fn edit(item: &Item) -> FormPage {
         FormPage {
             heading: "Edit item",
             submit: "Save changes",
-            action: format!("/items/{id}"),
+            action: format!("/items/{}", item.id),
             idempotency_key: None,
+            version: Some(item.version),
+            conflict: None,
         }
     }
 
@@ -132,7 +149,10 @@ impl FormPage {
         context.insert("submit", self.submit);
         context.insert("action", &self.action);
         context.insert("idempotency_key", &self.idempotency_key);
-        context.insert("input", input);
+        context.insert("version", &self.version);
+        context.insert("conflict", &self.conflict);
+        context.insert("currency", state.currency.code());
+        context.insert("input", &input.form_fields(state.currency));
         context.insert("errors", errors);
         Ok(Html(state.templates.render("form.html", &context)?))
     }
@@ -159,7 +179,7 @@ pub async fn create_item(
     let sent_key = form.idempotency_key.take();
     let key = idempotency_key(sent_key.as_deref()).map_err(AppError::BadRequest)?;
     let input = form.input();
-    match input.validate() {
+    match input.validate(state.currency) {
         Ok(item) => {
             let created = state.store.create_item(&item, &seller.user, key).await?;
             if !created.replayed {
@@ -199,7 +219,10 @@ pub async fn list_items(
     let (flavour, cache) = match &frame.username {
         None => ("page".to_owned(), CacheControl::Shared),
         Some(name) => (
-            format!("page\u{1f}{name}\u{1f}{}", frame.csrf_token),
+            format!(
+                "page\u{1f}{name}\u{1f}{}\u{1f}{}",
+                frame.csrf_token, frame.waiting_sales
+            ),
             CacheControl::PerBrowser,
         ),
     };
@@ -273,20 +296,26 @@ pub async fn show_item(
     request: HeaderMap,
 ) -> Result<Response, AppError> {
     let can_change = viewer.user().is_some_and(|user| may_change(user, &item));
+    let can_buy = viewer.user().is_some_and(|user| may_buy(user, &item));
     let who = frame.username.as_deref().unwrap_or("");
+    // A page served again from the browser's cache keeps its Buy form's key: one that
+    // placed an order moved the item's version (in `item`), so it is never served again.
     let tag = ETag::of(&[
         format!("{item:?}").as_bytes(),
         frame.csrf_token.as_bytes(),
         who.as_bytes(),
-        &[u8::from(can_change)],
+        &[u8::from(can_change), u8::from(can_buy)],
+        &frame.waiting_sales.to_le_bytes(),
     ]);
     if let Some(not_modified) = tag.answer(&request, CacheControl::PerBrowser) {
         return Ok(not_modified);
     }
     let mut context = tera::Context::new();
     frame.insert_into(&mut context);
-    context.insert("item", &ItemView::from(&item));
+    context.insert("item", &ItemView::of(&item, state.currency));
     context.insert("can_change", &can_change);
+    context.insert("can_buy", &can_buy);
+    context.insert("buy_key", &new_idempotency_key());
     let html = Html(state.templates.render("item.html", &context)?);
     Ok(tag.label(html.into_response(), CacheControl::PerBrowser))
 }
@@ -298,32 +327,52 @@ pub async fn edit_item_form(
     Extension(frame): Extension<Frame>,
 ) -> Result<Html<String>, AppError> {
     let item = permit.subject();
-    let input = ItemInput {
+    FormPage::edit(item).render(&state, &frame, &input_of(item), &FieldErrors::new())
+}
+
+/// The edit form's fields for `item` as it is.
+fn input_of(item: &Item) -> ItemInput {
+    ItemInput {
         name: Some(item.name.clone()),
         quantity: Some(item.quantity.to_string()),
         description: Some(item.description.clone()),
-    };
-    FormPage::edit(item.id).render(&state, &frame, &input, &FieldErrors::new())
+        price: PriceInput::of(item),
+    }
 }
 
 /// `POST /items/{id}`: save the edit and show the item, or the form again with messages.
+/// An edit made from an older version of the item (sold meanwhile, or edited elsewhere)
+/// saves nothing: 409 and the form again, filled in with the item as it is now.
 pub async fn update_item(
     State(state): State<AppState>,
     Editable(permit, _): Editable<SignedIn>,
     Extension(frame): Extension<Frame>,
-    CheckedForm(form): CheckedForm<ItemForm>,
+    CheckedForm(mut form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
-    let id = permit.subject().id;
+    let version = form.version.take().and_then(|v| v.trim().parse::<i64>().ok());
     let input = form.input();
-    match input.validate() {
-        Ok(item) => match state.store.update_item(&permit, &item).await? {
-            Some(item) => {
+    match input.validate(state.currency) {
+        Ok(item) => match state.store.update_item(&permit, &item, version).await? {
+            Updated::Saved(item) => {
                 audit_item("item_updated", permit.by(), item.id);
                 Ok(Redirect::to(&format!("/items/{}", item.id)).into_response())
             }
-            None => Err(AppError::NotFound("item")),
+            Updated::Stale(now) => {
+                let mut page = FormPage::edit(&now);
+                page.conflict = Some(format!(
+                    "This item changed while you edited it (a sale, or an edit elsewhere): it now has {} in stock. Nothing was saved; the form shows it as it is now, so make your change again.",
+                    now.quantity
+                ));
+                let html = page.render(&state, &frame, &input_of(&now), &FieldErrors::new())?;
+                Ok((StatusCode::CONFLICT, html).into_response())
+            }
+            Updated::Gone => Err(AppError::NotFound("item")),
         },
-        Err(errors) => invalid_form(&state, &frame, FormPage::edit(id), &input, &errors),
+        Err(errors) => {
+            let mut page = FormPage::edit(permit.subject());
+            page.version = version;
+            invalid_form(&state, &frame, page, &input, &errors)
+        }
     }
 }
 
@@ -336,7 +385,7 @@ pub async fn delete_item_form(
 ) -> Result<Html<String>, AppError> {
     let mut context = tera::Context::new();
     frame.insert_into(&mut context);
-    context.insert("item", &ItemView::from(permit.subject()));
+    context.insert("item", &ItemView::of(permit.subject(), state.currency));
     Ok(Html(state.templates.render("delete.html", &context)?))
 }
 
@@ -346,11 +395,13 @@ pub async fn delete_item(
     Editable(permit, _): Editable<SignedIn>,
     CheckedForm(_): CheckedForm<DeleteForm>,
 ) -> Result<Redirect, AppError> {
-    if state.store.delete_item(&permit).await? {
-        audit_item("item_deleted", permit.by(), permit.subject().id);
-        Ok(Redirect::to("/items"))
-    } else {
-        Err(AppError::NotFound("item"))
+    match state.store.delete_item(&permit).await? {
+        Deleted::Deleted => {
+            audit_item("item_deleted", permit.by(), permit.subject().id);
+            Ok(Redirect::to("/items"))
+        }
+        Deleted::Gone => Err(AppError::NotFound("item")),
+        Deleted::HasPlacedOrders(n) => Err(super::api::has_placed_orders(n)),
     }
 }
 

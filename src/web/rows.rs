@@ -6,13 +6,14 @@
 use chrono::{Datelike, Timelike};
 
 use crate::items::Item;
+use crate::money::Currency;
 
 /// About what one row takes, to size the buffer once.
 pub const ROW_BYTES: usize = 176;
 
 /// Append the `<tr>` of each item to `html`. The cells' and rows' end tags are left out,
 /// as HTML allows: a fifth of the bytes of a list page, for nginx and the browser to carry.
-pub fn write_rows(html: &mut String, items: &[Item]) {
+pub fn write_rows(html: &mut String, items: &[Item], currency: Currency) {
     html.reserve(items.len() * ROW_BYTES);
     for item in items {
         html.push_str("<tr><td><a href=\"/items/");
@@ -21,6 +22,11 @@ pub fn write_rows(html: &mut String, items: &[Item]) {
         push_escaped(html, &item.name);
         html.push_str("</a><td>");
         push_int(html, i64::from(item.quantity));
+        html.push_str("<td>");
+        match item.price_minor {
+            Some(price) => html.push_str(&currency.show(price)),
+            None => html.push_str("not for sale"),
+        }
         html.push_str("<td>");
         push_escaped(html, &item.description);
         html.push_str("<td>");
@@ -132,6 +138,8 @@ mod tests {
             date_added: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
             owner_id: Some(crate::ids::UserId(7)),
             seller: Some("ann<".into()),
+            price_minor: Some(1250),
+            version: 1,
         }
     }
 
@@ -141,11 +149,12 @@ mod tests {
         write_rows(
             &mut html,
             &[item("<b>Lamp</b> & \"co\"", "it's", 1_763_932_020_999_999)],
+            Currency::EUR,
         );
         assert_eq!(
             html,
             "<tr><td><a href=\"/items/42\">&lt;b&gt;Lamp&lt;/b&gt; &amp; &quot;co&quot;</a>\
-             <td>1000000<td>it&#x27;s<td>ann&lt;<td><time datetime=\"2025-11-23T21:07:00Z\">\
+             <td>1000000<td>12.50 EUR<td>it&#x27;s<td>ann&lt;<td><time datetime=\"2025-11-23T21:07:00Z\">\
              2025-11-23 21:07 UTC</time>\n"
         );
     }

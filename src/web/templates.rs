@@ -50,6 +50,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/credentials.html"),
     ),
     ("account.html", include_str!("templates/account.html")),
+    ("orders.html", include_str!("templates/orders.html")),
+    ("order.html", include_str!("templates/order.html")),
 ];
 
 /// What the header of every page shows (who is signed in) and the form token the page's
@@ -58,6 +60,8 @@ const TEMPLATES: &[(&str, &str)] = &[
 pub struct Frame {
     pub username: Option<String>,
     pub csrf_token: String,
+    /// How many orders of the viewer's items wait for hand-over (the header says so).
+    pub waiting_sales: i64,
 }
 
 impl Frame {
@@ -65,6 +69,7 @@ impl Frame {
     pub fn insert_into(&self, context: &mut tera::Context) {
         context.insert("viewer", &self.username);
         context.insert("csrf_token", &self.csrf_token);
+        context.insert("waiting_sales", &self.waiting_sales);
     }
 }
 

@@ -74,7 +74,7 @@ async fn sign_up_log_in_create_log_out(backend: Backend) {
     assert_eq!(there.status(), 200, "signed in on the other instance too");
     let list = common::get_text(&other_instance.url("/items")).await.1;
     assert!(
-        list.contains(">Lamp</a><td>1<td>brass<td>Ann<td>"),
+        list.contains(">Lamp</a><td>1<td>not for sale<td>brass<td>Ann<td>"),
         "the seller is listed:\n{list}"
     );
 

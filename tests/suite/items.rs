@@ -29,9 +29,9 @@ async fn create_then_list_shows_every_field(backend: Backend) {
         assert_eq!(status, 200, "{path}");
         assert!(!html.contains("[,"), "the ancestor's empty list: {html}");
         for field in [
-            "<td><a href=\"/items/1\">Brass lamp</a><td>3<td>Works, needs a bulb<td>",
+            "<td><a href=\"/items/1\">Brass lamp</a><td>3<td>not for sale<td>Works, needs a bulb<td>",
             ">Chair</a>",
-            "</a><td>12<td>Oak<td>",
+            "</a><td>12<td>not for sale<td>Oak<td>",
         ] {
             assert!(html.contains(field), "{path} lacks {field}:\n{html}");
         }
