@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::db::{Accounts, BackupRow, BackupToken, BackupUser, Record, Store};
+use crate::db::{Accounts, BackupOrder, BackupRow, BackupToken, BackupUser, Record, Store};
 
 /// What the first line of a backup says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +47,9 @@ struct EndCount {
     users: u64,
     #[serde(default)]
     tokens: u64,
+    /// Absent in backups made before buying (schema 9).
+    #[serde(default)]
+    orders: u64,
 }
 
 /// A line that is not an item: a user or an API token (written before the items).
@@ -55,10 +58,13 @@ struct EndCount {
 enum AccountLine {
     User(BackupUser),
     Token(BackupToken),
+    Order(BackupOrder),
 }
 
 /// The first schema with accounts.
 const ACCOUNTS_SCHEMA: i64 = 6;
+/// The first schema with orders.
+const ORDERS_SCHEMA: i64 = 9;
 
 const FORMAT: &str = "shop-backup";
 const VERSION: u32 = 1;
@@ -122,10 +128,11 @@ pub async fn backup(
     let mut out = BufWriter::new(&file.file);
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
-    let (mut users, mut tokens) = (0, 0);
+    let (mut users, mut tokens, mut orders) = (0, 0, 0);
     let rows = store
         .export(
             state.schema() >= ACCOUNTS_SCHEMA,
+            state.schema() >= ORDERS_SCHEMA,
             |record| -> anyhow::Result<()> {
                 match record {
                     Record::User(user) => {
@@ -135,6 +142,10 @@ pub async fn backup(
                     Record::Token(token) => {
                         tokens += 1;
                         serde_json::to_writer(&mut out, &AccountLine::Token(token))?
+                    }
+                    Record::Order(order) => {
+                        orders += 1;
+                        serde_json::to_writer(&mut out, &AccountLine::Order(order))?
                     }
                     Record::Item(row) => serde_json::to_writer(&mut out, &row)?,
                 }
@@ -150,6 +161,7 @@ pub async fn backup(
                 items: rows,
                 users,
                 tokens,
+                orders,
             },
         },
     )?;
@@ -159,7 +171,7 @@ pub async fn backup(
     let size = file.commit()?;
     store.close().await;
     println!(
-        "wrote {}: {} items, {users} users, {tokens} API tokens, schema {}, {} bytes, in {:.1} s",
+        "wrote {}: {} items, {users} users, {tokens} API tokens, {orders} orders, schema {}, {} bytes, in {:.1} s",
         path.display(),
         rows,
         header.schema,
@@ -217,7 +229,14 @@ pub async fn restore(settings: &Settings, path: &Path, force: bool) -> anyhow::R
     store.close().await;
     let users = accounts.as_ref().map_or_else(
         || "the users there were kept (a backup from before accounts)".to_owned(),
-        |a| format!("{} users and {} API tokens", a.users.len(), a.tokens.len()),
+        |a| {
+            format!(
+                "{} users, {} API tokens and {} orders",
+                a.users.len(),
+                a.tokens.len(),
+                a.orders.len()
+            )
+        },
     );
     println!(
         "restored {} items and {users} from {} (schema {}, made {} by shop {}), replacing {existing}, in {:.1} s",
@@ -257,26 +276,31 @@ fn read_backup(path: &Path) -> anyhow::Result<Backup> {
     for (number, line) in lines.enumerate() {
         let line = line.with_context(|| format!("reading {shown}"))?;
         if let Ok(end) = serde_json::from_str::<End>(&line) {
-            let counted = (end.end.items, end.end.users, end.end.tokens);
+            let counted = (end.end.items, end.end.users, end.end.tokens, end.end.orders);
             let found = (
                 rows.len() as u64,
                 accounts.users.len() as u64,
                 accounts.tokens.len() as u64,
+                accounts.orders.len() as u64,
             );
             if counted != found {
                 bail!(
-                    "{shown} is damaged: its end line counts {counted:?} items, users and tokens, but {found:?} come before it"
+                    "{shown} is damaged: its end line counts {counted:?} items, users, tokens and orders, but {found:?} come before it"
                 );
             }
             let accounts = (header.schema >= ACCOUNTS_SCHEMA).then_some(accounts);
             return Ok((header, rows, accounts));
         }
-        if line.starts_with("{\"user\"") || line.starts_with("{\"token\"") {
+        if line.starts_with("{\"user\"")
+            || line.starts_with("{\"token\"")
+            || line.starts_with("{\"order\"")
+        {
             match serde_json::from_str::<AccountLine>(&line) {
                 Ok(AccountLine::User(user)) => accounts.users.push(user),
                 Ok(AccountLine::Token(token)) => accounts.tokens.push(token),
+                Ok(AccountLine::Order(order)) => accounts.orders.push(order),
                 Err(_) => bail!(
-                    "{shown} is damaged: line {} is not a user or token",
+                    "{shown} is damaged: line {} is not a user, token or order",
                     number + 2
                 ),
             }

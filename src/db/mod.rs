@@ -36,7 +36,7 @@ pub use orders::{Cancelled, HandedOver, Placed};
 pub use migrate::MigrationState;
 use primary::Hosts;
 use queries::run;
-pub use snapshot::{Accounts, BackupRow, BackupToken, BackupUser, Record};
+pub use snapshot::{Accounts, BackupLine, BackupOrder, BackupRow, BackupToken, BackupUser, Record};
 use url::Target;
 pub use url::{Backend, DatabaseUrl};
 

@@ -25,6 +25,43 @@ pub struct BackupRow {
     /// Absent before schema 6 (accounts): such items have no seller.
     #[serde(default)]
     pub owner_id: Option<i64>,
+    /// Absent before schema 9 (buying): not for sale.
+    #[serde(default)]
+    pub price_minor: Option<i64>,
+    /// Absent before schema 9: the first version.
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// An order with every column, and its lines (schema 9 on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupOrder {
+    pub id: i64,
+    pub buyer_id: i64,
+    pub buyer: String,
+    pub seller_id: i64,
+    pub seller: String,
+    pub state: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub idempotency_key: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub handed_over_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub changed_by: Option<i64>,
+    pub lines: Vec<BackupLine>,
+}
+
+/// One line of an order: what was bought, as copied when it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupLine {
+    #[serde(skip)]
+    pub order_id: i64,
+    pub line: i32,
+    pub item_id: i64,
+    pub item_name: String,
+    pub unit_price_minor: i64,
+    pub quantity: i32,
 }
 
 /// A user with every column (the password's hash, never the password).
@@ -95,6 +132,34 @@ row_from!(BackupRow, |row| Ok(BackupRow {
     updated_at: optional(row, "updated_at")?,
     idempotency_key: row.try_get("idempotency_key")?,
     owner_id: optional(row, "owner_id")?,
+    price_minor: optional(row, "price_minor")?,
+    version: optional(row, "version")?,
+}));
+
+row_from!(BackupOrder, |row| Ok(BackupOrder {
+    id: row.try_get("id")?,
+    buyer_id: row.try_get("buyer_id")?,
+    buyer: row.try_get("buyer")?,
+    seller_id: row.try_get("seller_id")?,
+    seller: row.try_get("seller")?,
+    state: row.try_get("state")?,
+    currency: row.try_get("currency")?,
+    total_minor: row.try_get("total_minor")?,
+    idempotency_key: row.try_get("idempotency_key")?,
+    placed_at: row.try_get("placed_at")?,
+    handed_over_at: row.try_get("handed_over_at")?,
+    cancelled_at: row.try_get("cancelled_at")?,
+    changed_by: row.try_get("changed_by")?,
+    lines: Vec::new(),
+}));
+
+row_from!(BackupLine, |row| Ok(BackupLine {
+    order_id: row.try_get("order_id")?,
+    line: row.try_get("line")?,
+    item_id: row.try_get("item_id")?,
+    item_name: row.try_get("item_name")?,
+    unit_price_minor: row.try_get("unit_price_minor")?,
+    quantity: row.try_get("quantity")?,
 }));
 
 row_from!(BackupUser, |row| Ok(BackupUser {
@@ -117,19 +182,22 @@ row_from!(BackupToken, |row| Ok(BackupToken {
     expires_at: row.try_get("expires_at")?,
 }));
 
-/// One record of a backup, in the order they are written: users, tokens, items.
+/// One record of a backup, in the order they are written: users, tokens, orders, items.
 #[derive(Debug, Clone)]
 pub enum Record {
     User(BackupUser),
     Token(BackupToken),
+    Order(BackupOrder),
     Item(BackupRow),
 }
 
-/// The accounts a backup carries (none in one made before schema 6).
+/// The accounts a backup carries (none in one made before schema 6), and their orders
+/// (none before schema 9).
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
     pub users: Vec<BackupUser>,
     pub tokens: Vec<BackupToken>,
+    pub orders: Vec<BackupOrder>,
 }
 
 const FILL_SELLERS: &str = "UPDATE items SET seller = \
@@ -137,6 +205,12 @@ const FILL_SELLERS: &str = "UPDATE items SET seller = \
 const EXPORT_USERS: &str = "SELECT id, username, username_key, password_hash, is_admin, disabled, created_at FROM users ORDER BY id";
 const EXPORT_TOKENS: &str =
     "SELECT id, user_id, name, token_hash, created_at, last_used_at, expires_at FROM api_tokens ORDER BY id";
+const EXPORT_ORDERS: &str = "SELECT id, buyer_id, buyer, seller_id, seller, state, currency, total_minor, idempotency_key, placed_at, handed_over_at, cancelled_at, changed_by FROM orders ORDER BY id";
+const EXPORT_LINES: &str = "SELECT order_id, line, item_id, item_name, unit_price_minor, quantity FROM order_lines ORDER BY order_id, line";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, buyer_id, buyer, seller_id, seller, state, currency, total_minor, idempotency_key, placed_at, handed_over_at, cancelled_at, changed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const INSERT_LINE: &str = "INSERT INTO order_lines (order_id, line, item_id, item_name, unit_price_minor, quantity) VALUES ($1, $2, $3, $4, $5, $6)";
+const FOLLOW_ORDER_IDS: &str = "SELECT setval(pg_get_serial_sequence('orders', 'id'), \
+     COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM orders";
 
 const FOLLOW_USER_IDS: &str = "SELECT setval(pg_get_serial_sequence('users', 'id'), \
      COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM users";
@@ -159,11 +233,14 @@ macro_rules! on_pool {
 
 impl Store {
     /// Hand every record to `each` — with `accounts` (schema 6 on) the users and the API
-    /// tokens first, then the items in id order — as one consistent snapshot: rows written
-    /// meanwhile by the instances are either all in it or not at all. Gives how many items.
+    /// tokens first, with `orders` (schema 9 on) the orders, then the items in id order —
+    /// as one consistent snapshot: rows written meanwhile by the instances are either all
+    /// in it or not at all (an order and the stock it took, together). Gives how many
+    /// items.
     pub async fn export<E: From<StoreError>>(
         &self,
         accounts: bool,
+        orders: bool,
         mut each: impl FnMut(Record) -> Result<(), E>,
     ) -> Result<u64, E> {
         let backend = self.backend();
@@ -192,6 +269,26 @@ impl Store {
                     each(Record::Token(token))?;
                 }
             }
+            if orders {
+                let orders = sqlx::query_as::<_, BackupOrder>(EXPORT_ORDERS)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                let lines = sqlx::query_as::<_, BackupLine>(EXPORT_LINES)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                // Both in order id order: each order takes the lines of its id.
+                let mut lines = lines.into_iter().peekable();
+                for mut order in orders {
+                    while let Some(line) = lines.next_if(|l| l.order_id <= order.id) {
+                        if line.order_id == order.id {
+                            order.lines.push(line);
+                        }
+                    }
+                    each(Record::Order(order))?;
+                }
+            }
             let mut stream = sqlx::query_as::<_, BackupRow>(queries::EXPORT.for_backend(backend))
                 .fetch(&mut *tx);
             while let Some(row) = stream.try_next().await.map_err(|e| self.failed(e))? {
@@ -211,6 +308,8 @@ impl Store {
     /// Replace every item with `rows`, and, when the backup has them, every user and API
     /// token with its `accounts` (which ends every session), in one transaction: on any
     /// error nothing changed. A backup from before accounts keeps the users there are.
+    /// The orders are always the backup's (none in one from before buying): an order
+    /// belongs with the stock it took.
     pub async fn replace_all(
         &self,
         rows: &[BackupRow],
@@ -219,10 +318,12 @@ impl Store {
         let backend = self.backend();
         on_pool!(&self.pool(), |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
-            sqlx::query(queries::DELETE_ALL.for_backend(backend))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.failed(e))?;
+            for statement in [queries::DELETE_ALL.for_backend(backend), "DELETE FROM orders"] {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+            }
             if let Some(accounts) = accounts {
                 for statement in [
                     "DELETE FROM api_tokens",
@@ -260,8 +361,39 @@ impl Store {
                         .await
                         .map_err(|e| self.failed(e))?;
                 }
+                for order in &accounts.orders {
+                    sqlx::query(INSERT_ORDER)
+                        .bind(order.id)
+                        .bind(order.buyer_id)
+                        .bind(&order.buyer)
+                        .bind(order.seller_id)
+                        .bind(&order.seller)
+                        .bind(&order.state)
+                        .bind(&order.currency)
+                        .bind(order.total_minor)
+                        .bind(&order.idempotency_key)
+                        .bind(order.placed_at)
+                        .bind(order.handed_over_at)
+                        .bind(order.cancelled_at)
+                        .bind(order.changed_by)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                    for line in &order.lines {
+                        sqlx::query(INSERT_LINE)
+                            .bind(order.id)
+                            .bind(line.line)
+                            .bind(line.item_id)
+                            .bind(&line.item_name)
+                            .bind(line.unit_price_minor)
+                            .bind(line.quantity)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                    }
+                }
                 if backend == Backend::Postgres {
-                    for statement in [FOLLOW_USER_IDS, FOLLOW_TOKEN_IDS] {
+                    for statement in [FOLLOW_USER_IDS, FOLLOW_TOKEN_IDS, FOLLOW_ORDER_IDS] {
                         sqlx::query(statement)
                             .execute(&mut *tx)
                             .await
@@ -271,7 +403,7 @@ impl Store {
             }
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO items (id, name, quantity, description, date_added, updated_at, idempotency_key, owner_id) ",
+                    "INSERT INTO items (id, name, quantity, description, date_added, updated_at, idempotency_key, owner_id, price_minor, version) ",
                 );
                 insert.push_values(chunk, |mut values, row| {
                     values
@@ -282,7 +414,9 @@ impl Store {
                         .push_bind(row.date_added)
                         .push_bind(row.updated_at)
                         .push_bind(&row.idempotency_key)
-                        .push_bind(row.owner_id);
+                        .push_bind(row.owner_id)
+                        .push_bind(row.price_minor)
+                        .push_bind(row.version.unwrap_or(1));
                 });
                 insert
                     .build()
