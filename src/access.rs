@@ -285,9 +285,11 @@ mod tests {
             assert_eq!(CancelOrder::allows(&who, &placed), see, "{}", who.username);
             assert_eq!(may_hand_over(&who, &placed), hand_over, "{}", who.username);
         }
-        let (_, buyer) = Permit::<HandOverOrder>::check(user(1, false), placed.clone()).unwrap_err();
+        let (_, buyer) =
+            Permit::<HandOverOrder>::check(user(1, false), placed.clone()).unwrap_err();
         assert!(matches!(buyer, Refusal::Forbidden(_)));
-        let (_, stranger) = Permit::<HandOverOrder>::check(user(3, false), placed.clone()).unwrap_err();
+        let (_, stranger) =
+            Permit::<HandOverOrder>::check(user(3, false), placed.clone()).unwrap_err();
         assert_eq!(stranger, Refusal::Hidden("order"));
         let (_, stranger) = Permit::<SeeOrder>::check(user(3, false), placed).unwrap_err();
         assert_eq!(stranger, Refusal::Hidden("order"));

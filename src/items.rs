@@ -416,7 +416,9 @@ mod tests {
 
     #[test]
     fn valid_input_is_trimmed() {
-        let item = input("  Lamp ", " 3 ", "\tbrass\n").validate(Currency::EUR).unwrap();
+        let item = input("  Lamp ", " 3 ", "\tbrass\n")
+            .validate(Currency::EUR)
+            .unwrap();
         assert_eq!(
             item,
             NewItem {
@@ -432,14 +434,20 @@ mod tests {
     fn a_price_is_typed_or_sent_in_minor_units_and_empty_means_not_for_sale() {
         let mut typed = input("a", "1", "b");
         typed.price = PriceInput::Typed("12.50".into());
-        assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, Some(1250));
+        assert_eq!(
+            typed.validate(Currency::EUR).unwrap().price_minor,
+            Some(1250)
+        );
         typed.price = PriceInput::Typed(" ".into());
         assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, None);
         typed.price = PriceInput::Typed("12.505".into());
         let errors = typed.validate(Currency::EUR).unwrap_err();
         assert!(errors["price"].contains("2 decimals"), "{errors:?}");
         typed.price = PriceInput::Minor(-1);
-        assert!(typed.validate(Currency::EUR).unwrap_err().contains_key("price_minor"));
+        assert!(typed
+            .validate(Currency::EUR)
+            .unwrap_err()
+            .contains_key("price_minor"));
         typed.price = PriceInput::Minor(99);
         assert_eq!(typed.validate(Currency::EUR).unwrap().price_minor, Some(99));
         assert_eq!(typed.form_fields(Currency::EUR)["price"], "0.99");
@@ -457,7 +465,9 @@ mod tests {
     #[test]
     fn limits_are_inclusive() {
         let longest = "é".repeat(MAX_TEXT_CHARS);
-        assert!(input(&longest, "1000000", "x").validate(Currency::EUR).is_ok());
+        assert!(input(&longest, "1000000", "x")
+            .validate(Currency::EUR)
+            .is_ok());
         assert!(input("x", "0", &longest).validate(Currency::EUR).is_ok());
         let errors = input(&format!("{longest}a"), "1000001", "x")
             .validate(Currency::EUR)

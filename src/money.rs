@@ -194,12 +194,28 @@ mod tests {
         assert_eq!(eur.parse_price("0.1"), Ok(10));
         assert_eq!(eur.parse_price("1000000"), Ok(100_000_000));
         assert!(eur.parse_price("1000000.01").is_err());
-        assert!(eur.parse_price("12.505").unwrap_err().contains("at most 2 decimals"));
-        for bad in ["", "-1", "1e3", "12.", ".5", "1.2.3", "12 50", "NaN", "99999999999999999"] {
+        assert!(eur
+            .parse_price("12.505")
+            .unwrap_err()
+            .contains("at most 2 decimals"));
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "12.",
+            ".5",
+            "1.2.3",
+            "12 50",
+            "NaN",
+            "99999999999999999",
+        ] {
             assert!(eur.parse_price(bad).is_err(), "{bad:?}");
         }
         assert_eq!(jpy().parse_price("1200"), Ok(1200));
-        assert!(jpy().parse_price("12.5").unwrap_err().contains("whole numbers"));
+        assert!(jpy()
+            .parse_price("12.5")
+            .unwrap_err()
+            .contains("whole numbers"));
         let bhd: Currency = "BHD".parse().unwrap();
         assert_eq!(bhd.parse_price("1.25"), Ok(1250));
     }

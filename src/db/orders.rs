@@ -58,25 +58,26 @@ impl Store {
     ) -> StoreResult<Placed> {
         let buyer = permit.by();
         let item = permit.subject();
-        let seller_id = item.owner_id.expect("BuyItem allows only items with a seller");
+        let seller_id = item
+            .owner_id
+            .expect("BuyItem allows only items with a seller");
         let seller = item.seller.clone().unwrap_or_default();
         let total = i64::from(wanted.quantity)
             .checked_mul(wanted.price_minor)
             .ok_or_else(|| StoreError::Unavailable("the order's total is too large".into()))?;
         let placed_at = now();
         let begun: Result<OrderId, Option<NotTaken>> = transaction!(self, |tx, backend| {
-            let id: Option<(OrderId,)> =
-                sqlx::query_as(queries::INSERT_ORDER.for_backend(backend))
-                    .bind(buyer.id)
-                    .bind(&buyer.username)
-                    .bind(seller_id)
-                    .bind(&seller)
-                    .bind(currency.code())
-                    .bind(total)
-                    .bind(key)
-                    .bind(placed_at)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let id: Option<(OrderId,)> = sqlx::query_as(queries::INSERT_ORDER.for_backend(backend))
+                .bind(buyer.id)
+                .bind(&buyer.username)
+                .bind(seller_id)
+                .bind(&seller)
+                .bind(currency.code())
+                .bind(total)
+                .bind(key)
+                .bind(placed_at)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((id,)) = id else {
                 tx.rollback().await?;
                 return Ok(Err(None));
@@ -171,10 +172,7 @@ impl Store {
     }
 
     /// Mark the order `permit` allows handing over as handed over, if it is still `placed`.
-    pub async fn hand_over_order(
-        &self,
-        permit: &Permit<HandOverOrder>,
-    ) -> StoreResult<HandedOver> {
+    pub async fn hand_over_order(&self, permit: &Permit<HandOverOrder>) -> StoreResult<HandedOver> {
         let id = permit.subject().id;
         let by = permit.by().id;
         let changed = run!(self, queries::HAND_OVER_ORDER, execute, id, now(), by)?;
@@ -211,9 +209,7 @@ impl Store {
 
     /// The orders of `seller`'s items that wait for hand-over, oldest first.
     pub async fn placed_orders_of(&self, seller: &User, limit: u32) -> StoreResult<Vec<Order>> {
-        Ok(
-            run!(self, as queries::PLACED_ORDERS_OF_SELLER, fetch_all, seller.id, i64::from(limit))?,
-        )
+        Ok(run!(self, as queries::PLACED_ORDERS_OF_SELLER, fetch_all, seller.id, i64::from(limit))?)
     }
 
     /// How many orders of `seller`'s items wait for hand-over.

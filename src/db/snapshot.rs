@@ -318,7 +318,10 @@ impl Store {
         let backend = self.backend();
         on_pool!(&self.pool(), |pool| {
             let mut tx = pool.begin().await.map_err(|e| self.failed(e))?;
-            for statement in [queries::DELETE_ALL.for_backend(backend), "DELETE FROM orders"] {
+            for statement in [
+                queries::DELETE_ALL.for_backend(backend),
+                "DELETE FROM orders",
+            ] {
                 sqlx::query(statement)
                     .execute(&mut *tx)
                     .await

@@ -16,7 +16,9 @@ use super::error::AppError;
 use super::extract::{Editable, ExistingItem, Listing};
 use super::AppState;
 use crate::db::{Deleted, Updated};
-use crate::items::{idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem, PriceInput, Priced};
+use crate::items::{
+    idempotency_key, Cursor, FieldErrors, Item, ItemInput, NewItem, PriceInput, Priced,
+};
 use crate::money::Currency;
 
 #[derive(Serialize)]
@@ -209,7 +211,9 @@ fn item_input(body: &Value, currency: Currency) -> Result<ItemInput, AppError> {
     };
     let price = match object.get("price_minor") {
         None | Some(Value::Null) => PriceInput::None,
-        Some(Value::Number(n)) if n.as_i64().is_some() => PriceInput::Minor(n.as_i64().unwrap_or(-1)),
+        Some(Value::Number(n)) if n.as_i64().is_some() => {
+            PriceInput::Minor(n.as_i64().unwrap_or(-1))
+        }
         Some(_) => {
             errors.insert(
                 "price_minor",
@@ -240,9 +244,10 @@ mod tests {
 
     #[test]
     fn wrong_json_types_are_field_errors() {
-        let Err(AppError::Invalid(errors)) =
-            item_input(&json!({"name": 5, "quantity": [1], "description": "d"}), Currency::EUR)
-        else {
+        let Err(AppError::Invalid(errors)) = item_input(
+            &json!({"name": 5, "quantity": [1], "description": "d"}),
+            Currency::EUR,
+        ) else {
             panic!("expected field errors")
         };
         assert_eq!(
@@ -254,11 +259,23 @@ mod tests {
 
     #[test]
     fn numbers_and_numeric_strings_are_quantities() {
-        let input = item_input(&json!({"name": "a", "quantity": 7, "description": "d"}), Currency::EUR).unwrap();
+        let input = item_input(
+            &json!({"name": "a", "quantity": 7, "description": "d"}),
+            Currency::EUR,
+        )
+        .unwrap();
         assert_eq!(input.validate(Currency::EUR).unwrap().quantity, 7);
-        let input = item_input(&json!({"name": "a", "quantity": "7", "description": "d"}), Currency::EUR).unwrap();
+        let input = item_input(
+            &json!({"name": "a", "quantity": "7", "description": "d"}),
+            Currency::EUR,
+        )
+        .unwrap();
         assert_eq!(input.validate(Currency::EUR).unwrap().quantity, 7);
-        let input = item_input(&json!({"name": "a", "quantity": 1.5, "description": "d"}), Currency::EUR).unwrap();
+        let input = item_input(
+            &json!({"name": "a", "quantity": 1.5, "description": "d"}),
+            Currency::EUR,
+        )
+        .unwrap();
         assert!(input.validate(Currency::EUR).is_err());
     }
 }

@@ -110,7 +110,11 @@ pub async fn resolve_session(
     // A seller's header counts the orders waiting for them (a badge: when it cannot be
     // read, the page still shows, without it).
     let waiting_sales = match viewer.user() {
-        Some(user) => state.store.count_placed_orders_of(user.id).await.unwrap_or(0),
+        Some(user) => state
+            .store
+            .count_placed_orders_of(user.id)
+            .await
+            .unwrap_or(0),
         None => 0,
     };
     let mut frame = Frame {

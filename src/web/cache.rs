@@ -197,7 +197,13 @@ mod tests {
         ] {
             assert!(holds_account_data(path), "{path}");
         }
-        for path in ["/items", "/items/3", "/success", "/accounting", "/salesroom"] {
+        for path in [
+            "/items",
+            "/items/3",
+            "/success",
+            "/accounting",
+            "/salesroom",
+        ] {
             assert!(!holds_account_data(path), "{path}");
         }
     }

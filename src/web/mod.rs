@@ -152,7 +152,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/orders", get(order_api::list).post(order_api::create))
         .route("/api/orders/{id}", get(order_api::show))
         .route("/api/orders/{id}/cancel", post(order_api::cancel_order))
-        .route("/api/orders/{id}/hand-over", post(order_api::hand_over_order));
+        .route(
+            "/api/orders/{id}/hand-over",
+            post(order_api::hand_over_order),
+        );
     Router::new()
         .merge(pages)
         .merge(api)

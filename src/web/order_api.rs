@@ -35,9 +35,7 @@ pub async fn create(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let key = idempotency_key(sent_key).map_err(AppError::BadRequest)?;
     let Json(body) = body.map_err(|r| AppError::Rejected(r.status(), r.body_text()))?;
-    let wanted = order_input(&body)?
-        .validate()
-        .map_err(AppError::Invalid)?;
+    let wanted = order_input(&body)?.validate().map_err(AppError::Invalid)?;
     let permit = buy_permit(&state, buyer, wanted.item_id).await?;
     let (order, replayed) = place(&state, &permit, &wanted, key).await?;
     let headers = [
@@ -111,13 +109,25 @@ pub async fn list(
             )))
         }
     };
-    let after = match params.after.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let after = match params
+        .after
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some(text) => Some(text.parse::<OrderId>().map_err(|_| {
-            AppError::BadRequest(format!("after must be an order id from a list, not {text:?}."))
+            AppError::BadRequest(format!(
+                "after must be an order id from a list, not {text:?}."
+            ))
         })?),
     };
-    let per_page = match params.per_page.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let per_page = match params
+        .per_page
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => DEFAULT_PER_PAGE,
         Some(text) => match text.parse::<u32>() {
             Ok(n) if n >= 1 => n.min(MAX_PER_PAGE),

@@ -18,11 +18,11 @@ use super::AppState;
 use crate::access::{may_buy, may_change};
 use crate::db::{Deleted, Updated};
 use crate::ids::ItemId;
-use crate::money::Currency;
 use crate::items::{
     idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
     ListQuery, PriceInput, DEFAULT_PER_PAGE,
 };
+use crate::money::Currency;
 
 /// An item as the templates show it.
 #[derive(Serialize)]
@@ -349,7 +349,10 @@ pub async fn update_item(
     Extension(frame): Extension<Frame>,
     CheckedForm(mut form): CheckedForm<ItemForm>,
 ) -> Result<Response, AppError> {
-    let version = form.version.take().and_then(|v| v.trim().parse::<i64>().ok());
+    let version = form
+        .version
+        .take()
+        .and_then(|v| v.trim().parse::<i64>().ok());
     let input = form.input();
     match input.validate(state.currency) {
         Ok(item) => match state.store.update_item(&permit, &item, version).await? {

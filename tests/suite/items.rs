@@ -393,8 +393,9 @@ async fn edit_and_delete_pages(backend: Backend) {
     assert_eq!(status, 200);
     assert!(
         html.contains("<h1>New name</h1>")
-            && html.contains("<dd>5</dd>")
-            && html.contains("<dd>New text</dd>")
+            && html.contains("<dd class=\"stock\">5</dd>")
+            && html.contains("<dd>New text</dd>"),
+        "{html}"
     );
 
     let response = post_form(

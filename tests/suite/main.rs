@@ -22,6 +22,7 @@ mod consistency;
 mod items;
 mod layout;
 mod nginx;
+mod orders;
 mod package;
 mod platforms;
 mod resilience;
