@@ -268,7 +268,238 @@ async fn one_key_is_one_order_and_cancels_put_the_stock_back_once(backend: Backe
     }
 }
 
+/// A small random number generator (xorshift), seeded per client: the mix is random,
+/// and the same on every run.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One buyer's part of the mix: buys (1–3 of a random item, each with its own key) and
+/// cancels of their own orders.
+async fn buyer_mix(base: String, token: String, items: Vec<i64>, seed: u64) {
+    let mut dice = Dice(seed);
+    let mut mine: Vec<i64> = Vec::new();
+    for n in 0..30 {
+        if dice.below(3) == 0 && !mine.is_empty() {
+            let order = mine[dice.below(mine.len() as u64) as usize];
+            let url = format!("{base}/api/orders/{order}/cancel");
+            let status = common::status_of(client().post(url).bearer_auth(&token)).await;
+            assert!(status == 200 || status == 409, "cancel: {status}");
+        } else {
+            let item = items[dice.below(items.len() as u64) as usize];
+            let quantity = 1 + dice.below(3);
+            let response = client()
+                .post(format!("{base}/api/orders"))
+                .bearer_auth(&token)
+                .header("idempotency-key", format!("mix-{seed}-{n:04}"))
+                .json(&json!({"item_id": item, "quantity": quantity, "price_minor": 1250}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(status == 201 || status == 409, "buy: {status}");
+            if status == 201 {
+                let order: Value = response.json().await.unwrap();
+                mine.push(order["id"].as_i64().unwrap());
+            }
+        }
+    }
+}
+
+/// The seller's part: hand-overs of waiting orders, and stock changes made from the
+/// item's `ETag`; the changes accepted, per item.
+async fn seller_mix(base: String, token: String, items: Vec<i64>) -> Vec<(i64, i64)> {
+    let mut dice = Dice(99);
+    let mut accepted = Vec::new();
+    for _ in 0..20 {
+        if dice.below(2) == 0 {
+            let list: Value = common::json_of(
+                client()
+                    .get(format!("{base}/api/orders?as=seller"))
+                    .bearer_auth(&token),
+            )
+            .await;
+            let waiting: Vec<i64> = list["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["state"] == "placed")
+                .map(|o| o["id"].as_i64().unwrap())
+                .collect();
+            if let Some(order) = waiting.first() {
+                let url = format!("{base}/api/orders/{order}/hand-over");
+                let status = common::status_of(client().post(url).bearer_auth(&token)).await;
+                assert!(status == 200 || status == 409, "hand-over: {status}");
+            }
+        } else {
+            let item = items[dice.below(items.len() as u64) as usize];
+            let url = format!("{base}/api/items/{item}");
+            let response = client().get(&url).send().await.unwrap();
+            let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+            let now: Value = response.json().await.unwrap();
+            let quantity = now["quantity"].as_i64().unwrap();
+            let change = dice.below(6) as i64 - 2;
+            if quantity + change < 0 {
+                continue;
+            }
+            let status = common::status_of(
+                client()
+                    .put(&url)
+                    .bearer_auth(&token)
+                    .header("if-match", etag)
+                    .json(&json!({"name": now["name"], "quantity": quantity + change, "description": "brass", "price_minor": 1250})),
+            )
+            .await;
+            assert!(status == 200 || status == 412, "edit: {status}");
+            if status == 200 {
+                accepted.push((item, change));
+            }
+        }
+    }
+    accepted
+}
+
+async fn a_random_mix_conserves_the_stock_and_a_backup_keeps_it(backend: Backend) {
+    let (db, shops, seller_token, first) = shop_with_item(backend, 20).await;
+    let mut items = vec![first];
+    for name in ["Chair", "Kettle"] {
+        let item: Value = common::json_of(
+            client()
+                .post(shops[1].url("/api/items"))
+                .bearer_auth(&seller_token)
+                .json(&json!({"name": name, "quantity": 20, "description": "brass", "price_minor": 1250})),
+        )
+        .await;
+        items.push(item["id"].as_i64().unwrap());
+    }
+    let mut clients = Vec::new();
+    for n in 0..3u64 {
+        let base = shops[n as usize].url.clone();
+        let buyer = Seller::sign_up(&base, &format!("mixer{n}")).await;
+        let token = buyer.api_token(&base).await;
+        clients.push(tokio::spawn(buyer_mix(
+            base,
+            token,
+            items.clone(),
+            7 + n * 31,
+        )));
+    }
+    let seller = tokio::spawn(seller_mix(
+        shops[2].url.clone(),
+        seller_token.clone(),
+        items.clone(),
+    ));
+    for client in clients {
+        client.await.unwrap();
+    }
+    let accepted = seller.await.unwrap();
+    for item in &items {
+        let changes: i64 = accepted
+            .iter()
+            .filter(|(i, _)| i == item)
+            .map(|(_, c)| c)
+            .sum();
+        let taken: i64 = db
+            .rows(&format!(
+                "SELECT COALESCE(SUM(l.quantity), 0) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+                 WHERE l.item_id = {item} AND o.state IN ('placed', 'handed_over')"
+            ))
+            .await[0]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            stock(&db, *item).await + taken,
+            20 + changes,
+            "item {item}: stock + placed + handed over = the start + the seller's accepted changes"
+        );
+    }
+    let states = db
+        .rows("SELECT state, COUNT(*) FROM orders GROUP BY state ORDER BY state")
+        .await;
+    println!("  orders by state: {states:?}, seller's accepted changes: {accepted:?}");
+
+    // An item with orders waiting is not deleted.
+    let placed = db
+        .rows("SELECT l.item_id FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE o.state = 'placed' LIMIT 1")
+        .await;
+    if let Some(item) = placed.first() {
+        let response = client()
+            .delete(shops[0].url(&format!("/api/items/{item}")))
+            .bearer_auth(&seller_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 409);
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("wait for hand-over"));
+    }
+
+    // A backup carries the orders with the stock they took; a restore brings both back.
+    let before_orders = db
+        .rows("SELECT id, state, total_minor FROM orders ORDER BY id")
+        .await;
+    let before_stock = db
+        .rows("SELECT id, quantity, price_minor FROM items ORDER BY id")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        common::shop_command(dir.path())
+            .env("SHOP_DATABASE__URL", &db.url)
+            .env("SHOP_BACKUP__DIR", dir.path().join("backups"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "backup",
+        "--output",
+        dir.path().join("b.backup").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::said(&out));
+    assert!(
+        common::said(&out).contains(&format!("{} orders", before_orders.len())),
+        "{}",
+        common::said(&out)
+    );
+    db.rows("DELETE FROM orders").await;
+    let out = run(&[
+        "restore",
+        "--force",
+        dir.path().join("b.backup").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::said(&out));
+    assert_eq!(
+        db.rows("SELECT id, state, total_minor FROM orders ORDER BY id")
+            .await,
+        before_orders
+    );
+    assert_eq!(
+        db.rows("SELECT id, quantity, price_minor FROM items ORDER BY id")
+            .await,
+        before_stock
+    );
+    let lines = db.rows("SELECT COUNT(*) FROM order_lines").await;
+    assert_eq!(lines, [before_orders.len().to_string()]);
+
+    // A disabled user buys nothing.
+    let out = db.shop(&["user", "disable", "mixer0"], "");
+    assert!(out.status.success(), "{}", common::said(&out));
+    let mixer = Seller::log_in(&shops[0].url, "mixer0", common::PASSWORD).await;
+    assert!(mixer.is_err(), "a disabled user cannot sign in to buy");
+}
+
 both_backends!(
     racing_buyers_never_take_more_than_the_stock,
     one_key_is_one_order_and_cancels_put_the_stock_back_once,
+    a_random_mix_conserves_the_stock_and_a_backup_keeps_it,
 );
