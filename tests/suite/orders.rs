@@ -258,6 +258,58 @@ async fn one_key_is_one_order_and_cancels_put_the_stock_back_once(backend: Backe
         ),
         (Some("Lamp"), Some(1250))
     );
+    // An anonymous Buy goes to log in (the page itself offers them a login link back to it).
+    let form = common::open_form(&client(), &shops[0].url("/login")).await;
+    let anonymous = common::post_form(
+        &client(),
+        &shops[0].url(&format!("/items/{item}/buy")),
+        &form,
+        &[("quantity", "1"), ("price_minor", "1400")],
+    )
+    .await;
+    assert_eq!(anonymous.status(), 303);
+    let location = anonymous.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/login?next="), "{location}");
+    // An edit form opened before a sale saves nothing (409), and shows the stock now.
+    let sally = Seller::log_in(&shops[0].url, "sally", common::PASSWORD)
+        .await
+        .unwrap();
+    let edit_page = shops[0].url(&format!("/items/{item}/edit"));
+    let stale_form = sally.open_form(&edit_page).await;
+    let html = sally.get(&edit_page).await.text().await.unwrap();
+    let version = common::hidden_field(&html, "version");
+    let (status, _) = buy(&shops[1], &token, "ben-lamp-0005", item, 1).await;
+    assert_eq!(status, 409, "still at 12.50 in the buyer's eyes");
+    let bought: Value = common::json_of(
+        client()
+            .post(shops[1].url("/api/orders"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "ben-lamp-0006")
+            .json(&json!({"item_id": item, "quantity": 1, "price_minor": 1400})),
+    )
+    .await;
+    assert_eq!(bought["state"], "placed", "{bought}");
+    let saved = common::post_form(
+        &client(),
+        &shops[2].url(&format!("/items/{item}")),
+        &stale_form,
+        &[
+            ("version", version.as_str()),
+            ("name", "Brass lamp"),
+            ("quantity", "4"),
+            ("description", "brass"),
+            ("price", "14.00"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status(), 409, "an edit from before the sale");
+    assert!(saved.text().await.unwrap().contains("now has 3 in stock"));
+    assert_eq!(stock(&db, item).await, 3, "the sale stands");
+    // A disabled buyer's token buys nothing.
+    let out = db.shop(&["user", "disable", "ben"], "");
+    assert!(out.status.success(), "{}", common::said(&out));
+    let (status, _) = buy(&shops[0], &token, "ben-lamp-0007", item, 1).await;
+    assert_eq!(status, 401, "a disabled user's token");
     // Every state change is on its request's log line.
     let logs: String = shops.iter().map(|s| s.logs()).collect();
     for event in ["order_placed", "order_cancelled", "order_handed_over"] {
