@@ -5,7 +5,7 @@
 //! ```compile_fail,E0308
 //! # async fn f(store: shop::db::Store, item: shop::items::Item, new: shop::items::NewItem) {
 //! // No permit, no change: `update_item` takes a `Permit<ChangeItem>`, not an id.
-//! store.update_item(item.id, &new).await;
+//! store.update_item(item.id, &new, None).await;
 //! # }
 //! ```
 //!
@@ -22,7 +22,7 @@
 //! # async fn f(store: shop::db::Store, user: shop::accounts::User, item: shop::items::Item, new: shop::items::NewItem) {
 //! use shop::access::{ChangeItem, Permit};
 //! if let Ok(permit) = Permit::<ChangeItem>::check(user, item) {
-//!     store.update_item(&permit, &new).await.unwrap();
+//!     store.update_item(&permit, &new, None).await.unwrap();
 //! }
 //! # }
 //! ```
