@@ -1,6 +1,6 @@
 //! What a visitor's browser sees: a real headless Chromium (one per run of this file)
 //! on a real shop instance with PostgreSQL. A person's flows, done with clicks and typing
-//! (and the add-an-item flow with the keyboard alone); on every page and state: no
+//! (the add-an-item and the buy flows with the keyboard alone); on every page and state: no
 //! console error or CSP violation, no serious or critical axe-core finding, a screenshot
 //! at 1280×800 and at a phone's 390×844, and on the phone no sideways scrolling and no
 //! control under 24×24 px. The screenshots land in `target/screenshots/`.
@@ -95,6 +95,22 @@ async fn audit_can_fail(b: &Browser) {
     );
     b.use_screen(DESKTOP).await;
     b.reload().await;
+}
+
+/// On an item's page: Tab to the quantity to buy, type it over the 1 it offers, Tab
+/// to the Buy button and press Enter.
+async fn buy_with_the_keyboard(b: &Browser, quantity: &str, button: &str) {
+    let mut tabs = 0;
+    while b.focused().await != "input#buy-quantity" {
+        b.press(&tab()).await;
+        tabs += 1;
+        assert!(tabs < 30, "Tab never reached the quantity to buy");
+    }
+    b.press(&Key::Backspace.to_string()).await;
+    b.press(quantity).await;
+    b.press(&tab()).await;
+    assert_eq!(b.focused().await, button);
+    b.press_to_leave(&enter()).await;
 }
 
 async fn items_in_database(db: &TestDb) -> usize {
@@ -215,7 +231,8 @@ async fn a_person_uses_the_shop_in_a_real_browser() {
     assert_eq!(b.path().await, "/");
     for (field, text) in [
         ("input#name", "Kettle"),
-        ("input#quantity", "1"),
+        ("input#quantity", "2"),
+        ("input#price", "12.50"),
         ("textarea#description", "whistles"),
     ] {
         let mut tabs = 0;
@@ -332,6 +349,55 @@ async fn a_person_uses_the_shop_in_a_real_browser() {
             .await
     );
     audit.look(b, "item-other-seller").await;
+
+    // Bob buys both kettles with the keyboard alone, and lands on his order.
+    let kettle_path = b.path().await;
+    buy_with_the_keyboard(b, "2", "button \"Buy for 12.50 EUR each\"").await;
+    assert!(b.path().await.starts_with("/orders/"), "{}", b.path().await);
+    let order_path = b.path().await;
+    let order = b.text().await;
+    assert!(
+        order.contains("placed") && order.contains("25.00 EUR") && order.contains("Kettle"),
+        "{order}"
+    );
+    audit.look(b, "order-placed-buyer").await;
+    b.click("header nav a[href='/orders']").await;
+    assert!(b.text().await.contains("2 × Kettle for 25.00 EUR"));
+    audit.look(b, "orders-buyer").await;
+    b.goto(&shop.url(&kettle_path)).await;
+    assert!(b.text().await.contains("sold out"));
+    assert!(!b.exists("form.buy").await, "nothing left to buy");
+    audit.look(b, "item-sold-out").await;
+
+    // Ann sees the waiting order in the header, and hands it over.
+    b.click("header form button").await;
+    b.click("header a[href='/login']").await;
+    b.fill("#username", "Ann").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("main form button[type=submit]").await;
+    let badge = b.find("header nav a[href='/sales'] .badge").await;
+    assert!(
+        badge.text().await.unwrap().starts_with('1'),
+        "one order waits"
+    );
+    b.click("header nav a[href='/sales']").await;
+    audit.look(b, "sales-waiting").await;
+    b.click(&format!("ul.waiting a[href='{order_path}']")).await;
+    assert_eq!(b.path().await, order_path);
+    audit.look(b, "order-placed-seller").await;
+    b.click(&format!("form[action='{order_path}/hand-over'] button"))
+        .await;
+    assert_eq!(b.path().await, order_path);
+    assert!(b.text().await.contains("handed over"), "{}", b.text().await);
+    assert!(
+        !b.exists("form[action$='/cancel']").await,
+        "too late to cancel"
+    );
+    audit.look(b, "order-handed-over").await;
+    assert!(
+        !b.exists("header nav a[href='/sales'] .badge").await,
+        "nothing waits any more"
+    );
 
     // Log out.
     b.click("header form button").await;
