@@ -9,8 +9,8 @@
 //! database host; every hop guarded (PostgreSQL over TLS only, the firewall refusing
 //! everyone else); a second run that changes nothing;
 //! a newer package rolled over both app hosts under load; the database primary's power cut
-//! under HTTPS writes, twice (there and back), every acknowledged write kept and nothing
-//! stored twice, and a write made with one database host left kept when the other returns;
+//! under HTTPS writes and buyers of one hot item, twice (there and back), every
+//! acknowledged write and order kept, nothing stored or sold twice, the stock kept, and a write made with one database host left kept when the other returns;
 //! and one app host powered off under load, with no failed request.
 
 use crate::common;
@@ -235,9 +235,10 @@ fn five_hosts_over_tls_database_failover_upgrade_and_app_host_lost() {
     both_app_hosts_upgraded_under_load(&site, &debs.newer);
 
     let token = api_token(&site);
-    let first = primary_powered_off_under_writes(&mut site, &token, "db", "db2", 1);
+    let buyers: Vec<String> = (0..BUYERS).map(|_| api_token(&site)).collect();
+    let first = primary_powered_off_under_writes(&mut site, &token, &buyers, "db", "db2", 1);
     comes_back_as_standby(&mut site, "db", "db2");
-    let second = primary_powered_off_under_writes(&mut site, &token, "db2", "db", 2);
+    let second = primary_powered_off_under_writes(&mut site, &token, &buyers, "db2", "db", 2);
     a_write_made_alone_survives_the_return(&mut site, &token, "db", "db2");
     the_instances_and_backups_follow_the_primary(&site, "db");
     eprintln!(
@@ -519,21 +520,48 @@ fn wait_for_sync_standby(site: &Site, primary: &str, standby: &str) {
     );
 }
 
-/// A write loop through nginx over HTTPS: API creates, each with an idempotency key, a
-/// failed one sent again with the same key (as a careful client does), `pause_ms` apart.
-/// Each line: start (Unix time), status, seconds, the key's number, the id answered.
-struct WriteLoop {
+/// A bash script run from the outsider's network until told to stop (a file it looks
+/// for between requests): what it printed.
+struct Background {
     child: std::process::Child,
     stop: tempfile::TempPath,
 }
 
-impl WriteLoop {
-    fn start(site: &Site, token: &str, run: u32) -> WriteLoop {
+impl Background {
+    /// `script` is given the path of the stop file.
+    fn start(site: &Site, script: impl FnOnce(&str) -> String) -> Background {
         let stop = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         std::fs::remove_file(&stop).unwrap();
-        let browser = site.browser();
-        let script = format!(
-            r#"cd "$(mktemp -d)"; i=1
+        let script = script(stop.to_str().unwrap());
+        let child = site
+            .browser()
+            .command("bash")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Background { child, stop }
+    }
+
+    fn stop(self) -> String {
+        std::fs::write(&self.stop, "stop").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A write loop through nginx over HTTPS: API creates, each with an idempotency key, a
+/// failed one sent again with the same key (as a careful client does), 50 ms apart.
+/// Each line: start (Unix time), status, seconds, the key's number, the id answered.
+struct WriteLoop(Background);
+
+impl WriteLoop {
+    fn start(site: &Site, token: &str, run: u32) -> WriteLoop {
+        let curl = site.browser().curl_words();
+        WriteLoop(Background::start(site, |stop| {
+            format!(
+                r#"cd "$(mktemp -d)"; i=1
             for n in $(seq 1 3000); do
               [ -e '{stop}' ] && break
               started=$EPOCHREALTIME
@@ -546,25 +574,15 @@ impl WriteLoop {
               echo "$started $answer $i ${{id:--}}"
               case "$answer" in 2*) i=$((i + 1));; esac
               sleep 0.05
-            done"#,
-            stop = stop.display(),
-            curl = browser.curl_words(),
-        );
-        let child = browser
-            .command("bash")
-            .args(["-c", &script])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        WriteLoop { child, stop }
+            done"#
+            )
+        }))
     }
 
     /// (start, status, seconds, key number, id) of every request.
     fn stop(self) -> Vec<(f64, u16, f64, u32, Option<i64>)> {
-        std::fs::write(&self.stop, "stop").unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
+        self.0
+            .stop()
             .lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
@@ -580,6 +598,184 @@ impl WriteLoop {
     }
 }
 
+/// How many buyers buy the hot item during each failover, and how many it has at first.
+const BUYERS: usize = 3;
+const HOT_STOCK: i64 = 300;
+/// The hot item's price, in cents.
+const HOT_PRICE: i64 = 1250;
+
+/// One answer to a buyer: who (0-based), the key's number, when it was sent (Unix time),
+/// the status, the quantity asked for and the order id answered.
+struct Buy {
+    buyer: usize,
+    key: u32,
+    started: f64,
+    status: u16,
+    quantity: i64,
+    order: Option<i64>,
+}
+
+/// Buyers buying one hot item through nginx over HTTPS at once, each with an
+/// idempotency key per order: 1 to 3 at a time, a 503 or no answer sent again with the
+/// same key (as a careful client does), then the next order 100 ms later.
+struct BuyLoop(Background);
+
+impl BuyLoop {
+    fn start(site: &Site, buyers: &[String], item: i64, run: u32) -> BuyLoop {
+        let curl = site.browser().curl_words();
+        BuyLoop(Background::start(site, |stop| {
+            let mut script = format!(
+                r#"cd "$(mktemp -d)"
+                buyer() {{
+                  local b=$1 token=$2 i=1 q started answer id
+                  for n in $(seq 1 2000); do
+                    [ -e '{stop}' ] && break
+                    q=$((i % 3 + 1)); started=$EPOCHREALTIME
+                    answer=$(curl {curl} -s -m 10 -o body-$b -w '%{{http_code}}' \
+                      -H "authorization: Bearer $token" -H "idempotency-key: buy-{run}-$b-$i" \
+                      -H 'content-type: application/json' \
+                      --data "{{\"item_id\":{item},\"quantity\":$q,\"price_minor\":{HOT_PRICE}}}" \
+                      https://{SITE}/api/orders)
+                    id=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' body-$b)
+                    echo "$b $i $started $answer $q ${{id:--}}"
+                    case "$answer" in 2*|409) i=$((i + 1));; esac
+                    sleep 0.1
+                  done
+                }}
+                "#
+            );
+            for (b, token) in buyers.iter().enumerate() {
+                script.push_str(&format!("buyer {b} '{token}' &\n"));
+            }
+            script.push_str("wait\n");
+            script
+        }))
+    }
+
+    fn stop(self) -> Vec<Buy> {
+        self.0
+            .stop()
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                Some(Buy {
+                    buyer: f.first()?.parse().ok()?,
+                    key: f.get(1)?.parse().ok()?,
+                    started: f.get(2)?.parse().ok()?,
+                    status: f.get(3)?.parse().ok()?,
+                    quantity: f.get(4)?.parse().ok()?,
+                    order: f.get(5)?.parse().ok(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A new item of the seller whose token this is, for sale: its id.
+fn hot_item(site: &Site, token: &str, run: u32) -> i64 {
+    let said = site.browser().sh(&format!(
+        r#"curl -s -H 'authorization: Bearer {token}' -H 'content-type: application/json' \
+          --data '{{"name":"hot item {run}","quantity":{HOT_STOCK},"price_minor":{HOT_PRICE},"description":"everyone buys it"}}' \
+          https://{SITE}/api/items"#
+    ));
+    let item: serde_json::Value = serde_json::from_str(&said).expect(&said);
+    assert_eq!(item["price_minor"], HOT_PRICE, "{said}");
+    item["id"].as_i64().expect(&said)
+}
+
+/// After the buyers' failover: every answer 201, 409 (sold out, or fewer left) or 503;
+/// every order acknowledged stored once on the new primary, as asked for; nothing
+/// stored that was not asked for (but an order under way when the buyers stopped); at
+/// least one order acknowledged after the cut; and the stock kept:
+/// what is left + what placed and handed-over orders hold = the stock at the start.
+fn every_order_kept_once(site: &Site, to: &str, item: i64, run: u32, buys: &[Buy], cut_at: f64) {
+    let mut by_status = std::collections::BTreeMap::new();
+    for buy in buys {
+        *by_status.entry(buy.status).or_insert(0) += 1;
+    }
+    eprintln!("  buyers of the hot item: answers by status {by_status:?}");
+    assert!(
+        by_status.keys().all(|s| matches!(s, 201 | 409 | 503)),
+        "buyers get 201, 409 or 503 (no 502, 504, or no answer): {by_status:?}"
+    );
+    let mut acknowledged = std::collections::BTreeMap::new();
+    for buy in buys.iter().filter(|b| b.status == 201) {
+        let id = buy.order.expect("an order id with every 201");
+        let earlier = acknowledged.insert((buy.buyer, buy.key), (id, buy.quantity));
+        assert!(
+            earlier.is_none() || earlier == Some((id, buy.quantity)),
+            "a key answered twice names the same order: {earlier:?} and {id}"
+        );
+    }
+    let mut ids: Vec<i64> = acknowledged.values().map(|v| v.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), acknowledged.len(), "each order for one key only");
+    assert!(
+        buys.iter()
+            .any(|b| b.status == 201 && b.started > cut_at + 1.0),
+        "orders were placed again after the cut (the stock of {HOT_STOCK} lasted past it): {by_status:?}"
+    );
+    let stored = sql(
+        site,
+        to,
+        &format!(
+            "SELECT o.idempotency_key, o.id, l.quantity, o.state FROM orders o \
+             JOIN order_lines l ON l.order_id = o.id WHERE l.item_id = {item} ORDER BY o.id"
+        ),
+    );
+    let mut rows = std::collections::BTreeMap::new();
+    for line in stored.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let key: Vec<&str> = f[0].split('-').collect();
+        assert_eq!(key[..2], ["buy", &run.to_string()], "{line}");
+        let who = (
+            key[2].parse::<usize>().unwrap(),
+            key[3].parse::<u32>().unwrap(),
+        );
+        let row = (f[1].parse::<i64>().unwrap(), f[2].parse::<i64>().unwrap());
+        assert_eq!(f[3], "placed", "{line}");
+        assert!(rows.insert(who, row).is_none(), "stored once: {line}");
+    }
+    for (who, order) in &acknowledged {
+        assert_eq!(
+            rows.get(who),
+            Some(order),
+            "the order acknowledged to buyer {} for key {} is on {to} as answered",
+            who.0,
+            who.1
+        );
+    }
+    let unacknowledged: Vec<_> = rows
+        .keys()
+        .filter(|k| !acknowledged.contains_key(k))
+        .collect();
+    assert!(
+        unacknowledged.len() <= BUYERS,
+        "nothing stored but the acknowledged (and one under way per buyer at the end): {unacknowledged:?}"
+    );
+    let left: i64 = sql(
+        site,
+        to,
+        &format!("SELECT quantity FROM items WHERE id = {item}"),
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let sold: i64 = rows.values().map(|r| r.1).sum();
+    assert!(left >= 0, "never below zero: {left}");
+    assert_eq!(
+        left + sold,
+        HOT_STOCK,
+        "stock left ({left}) + the orders' quantities ({sold}) = the stock at the start"
+    );
+    eprintln!(
+        "  {} orders acknowledged ({} more stored, their answers lost at the stop), {sold} sold, {left} left",
+        acknowledged.len(),
+        unacknowledged.len()
+    );
+}
+
 /// Cut the power of the primary `from` under a write load; `to` takes over by itself.
 /// Every request answered (2xx or 503 at once: no 502, 504 or silence), every
 /// acknowledged item on the new primary field for field, none twice. The seconds from
@@ -587,6 +783,7 @@ impl WriteLoop {
 fn primary_powered_off_under_writes(
     site: &mut Site,
     token: &str,
+    buyers: &[String],
     from: &str,
     to: &str,
     run: u32,
@@ -597,7 +794,9 @@ fn primary_powered_off_under_writes(
         "{from} is the primary"
     );
     wait_for_sync_standby(site, from, to);
+    let item = hot_item(site, token, run);
     let load = WriteLoop::start(site, token, run);
+    let buying = BuyLoop::start(site, buyers, item, run);
     std::thread::sleep(Duration::from_secs(3));
     site.network.unplug(from);
     let cut_at = common::container::unix_now();
@@ -613,6 +812,7 @@ fn primary_powered_off_under_writes(
     let promoted_after = common::container::unix_now() - cut_at;
     std::thread::sleep(Duration::from_secs_f64((45.0 - promoted_after).max(8.0)));
     let answers = load.stop();
+    let buys = buying.stop();
     let mut by_status = std::collections::BTreeMap::new();
     for (_, status, _, _, _) in &answers {
         *by_status.entry(*status).or_insert(0) += 1;
@@ -691,6 +891,7 @@ fn primary_powered_off_under_writes(
         unacknowledged.len() <= 1,
         "nothing stored but the acknowledged (and the one under way at the end): {unacknowledged:?}"
     );
+    every_order_kept_once(site, to, item, run, &buys, cut_at);
     back
 }
 
