@@ -1,5 +1,6 @@
 //! The orders' half of the store. Placing an order takes the stock with one conditional
-//! statement and writes the order in the same transaction, so no sale takes more than
+//! statement and writes the order in the same transaction (on PostgreSQL the same
+//! statement), so no sale takes more than
 //! there is, whichever of the instances makes it; the buyer's idempotency key makes a
 //! retry return the first order instead of making a second. Cancelling and handing over
 //! are conditional changes of the state (`… AND state = 'placed'`): of any number of
@@ -8,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::queries::{self, run, transaction};
-use super::{now, Store, StoreError, StoreResult};
+use super::{now, Backend, Pool, Store, StoreError, StoreResult};
 use crate::access::{BuyItem, CancelOrder, HandOverOrder, Permit};
 use crate::accounts::User;
 use crate::ids::{ItemId, OrderId, UserId};
@@ -25,6 +26,58 @@ pub enum Placed {
     /// The buyer's key names an earlier order of something else: nothing taken.
     KeyReused(Order),
     NotTaken(NotTaken),
+}
+
+/// An order about to be placed: everything it records but its id and the item's name.
+struct NewOrder<'a> {
+    buyer: &'a User,
+    seller_id: UserId,
+    seller: String,
+    wanted: &'a OrderRequest,
+    currency: Currency,
+    total: i64,
+    key: Option<&'a str>,
+    placed_at: DateTime<Utc>,
+}
+
+impl NewOrder<'_> {
+    /// The order as stored, once the database gave it `id` and took the stock of the item
+    /// called `item_name` (nothing to read back).
+    fn order(&self, id: OrderId, item_name: String) -> Order {
+        Order {
+            id,
+            state: OrderState::Placed,
+            item_id: self.wanted.item_id,
+            item_name,
+            quantity: self.wanted.quantity,
+            unit_price_minor: self.wanted.price_minor,
+            total_minor: self.total,
+            currency: self.currency.code().to_owned(),
+            buyer: self.buyer.username.clone(),
+            seller: self.seller.clone(),
+            buyer_id: self.buyer.id,
+            seller_id: self.seller_id,
+            placed_at: self.placed_at,
+            handed_over_at: None,
+            cancelled_at: None,
+        }
+    }
+}
+
+/// What the order's statements did.
+enum Taken {
+    /// The stock is taken and the order stored: its id, and the item's name.
+    Order(OrderId, String),
+    /// Nothing: the buyer's key already has an order.
+    KeyUsed,
+    /// Nothing: not enough left at that price, or the item is gone.
+    Nothing,
+}
+
+/// The one-statement order's line refused its missing order (`order_id` NOT NULL): the
+/// order was left out because the buyer's key has one, and the statement undid itself.
+fn is_line_without_order(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().as_deref() == Some("23502") && error.table() == Some("order_lines")
 }
 
 /// The outcome of `cancel_order`.
@@ -56,31 +109,108 @@ impl Store {
         currency: Currency,
         key: Option<&str>,
     ) -> StoreResult<Placed> {
-        let buyer = permit.by();
         let item = permit.subject();
-        let seller_id = item
-            .owner_id
-            .expect("BuyItem allows only items with a seller");
-        let seller = item.seller.clone().unwrap_or_default();
-        let total = i64::from(wanted.quantity)
-            .checked_mul(wanted.price_minor)
-            .ok_or_else(|| StoreError::Unavailable("the order's total is too large".into()))?;
-        let placed_at = now();
-        let begun: Result<OrderId, Option<NotTaken>> = transaction!(self, |tx, backend| {
+        let new = NewOrder {
+            buyer: permit.by(),
+            seller_id: item
+                .owner_id
+                .expect("BuyItem allows only items with a seller"),
+            seller: item.seller.clone().unwrap_or_default(),
+            wanted,
+            currency,
+            total: i64::from(wanted.quantity)
+                .checked_mul(wanted.price_minor)
+                .ok_or_else(|| StoreError::Unavailable("the order's total is too large".into()))?,
+            key,
+            placed_at: now(),
+        };
+        let taken = match self.backend() {
+            Backend::Postgres => self.take_in_one_statement(&new).await?,
+            Backend::Sqlite => self.take_in_a_transaction(&new).await?,
+        };
+        match taken {
+            Taken::Order(id, name) => {
+                ::metrics::counter!("shop_orders_placed_total").increment(1);
+                Ok(Placed::New(new.order(id, name)))
+            }
+            Taken::KeyUsed => match self.earlier_order(&new).await? {
+                Some(placed) => Ok(placed),
+                // Its order vanished between the two statements (a restore): a retry
+                // places it.
+                None => Err(StoreError::Unavailable(
+                    "the idempotency key's order is being replaced".into(),
+                )),
+            },
+            Taken::Nothing => {
+                // A retry of an order placed before the item sold out is that order.
+                if let Some(placed) = self.earlier_order(&new).await? {
+                    return Ok(placed);
+                }
+                let why = match self.get_item(wanted.item_id).await? {
+                    None => NotTaken::Gone,
+                    Some(now) => NotTaken::explain(now.quantity, now.price_minor, wanted),
+                };
+                ::metrics::counter!("shop_orders_refused_total", "reason" => why.reason())
+                    .increment(1);
+                Ok(Placed::NotTaken(why))
+            }
+        }
+    }
+
+    /// PostgreSQL: the stock, the order and its line in one statement (one round trip,
+    /// atomic on its own, the item's row locked from the update to the commit).
+    async fn take_in_one_statement(&self, new: &NewOrder<'_>) -> StoreResult<Taken> {
+        self.gate()?;
+        let Pool::Postgres(pool) = self.pool() else {
+            unreachable!("the one-statement order is PostgreSQL's")
+        };
+        let wanted = new.wanted;
+        let answer = self
+            .bounded(
+                sqlx::query_as::<_, (OrderId, String)>(queries::PLACE_ORDER_POSTGRES)
+                    .bind(wanted.quantity)
+                    .bind(wanted.item_id)
+                    .bind(wanted.price_minor)
+                    .bind(new.buyer.id)
+                    .bind(&new.buyer.username)
+                    .bind(new.seller_id)
+                    .bind(&new.seller)
+                    .bind(new.currency.code())
+                    .bind(new.total)
+                    .bind(new.key)
+                    .bind(new.placed_at)
+                    .fetch_optional(&pool),
+            )
+            .await;
+        match answer {
+            Ok(Some((id, name))) => Ok(Taken::Order(id, name)),
+            Ok(None) => Ok(Taken::Nothing),
+            Err(sqlx::Error::Database(e)) if is_line_without_order(e.as_ref()) => {
+                Ok(Taken::KeyUsed)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// SQLite: the same three steps in one `BEGIN IMMEDIATE` transaction (its statements
+    /// cannot change two tables at once); the order first, so a used key takes nothing.
+    async fn take_in_a_transaction(&self, new: &NewOrder<'_>) -> StoreResult<Taken> {
+        let wanted = new.wanted;
+        transaction!(self, |tx, backend| {
             let id: Option<(OrderId,)> = sqlx::query_as(queries::INSERT_ORDER.for_backend(backend))
-                .bind(buyer.id)
-                .bind(&buyer.username)
-                .bind(seller_id)
-                .bind(&seller)
-                .bind(currency.code())
-                .bind(total)
-                .bind(key)
-                .bind(placed_at)
+                .bind(new.buyer.id)
+                .bind(&new.buyer.username)
+                .bind(new.seller_id)
+                .bind(&new.seller)
+                .bind(new.currency.code())
+                .bind(new.total)
+                .bind(new.key)
+                .bind(new.placed_at)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some((id,)) = id else {
                 tx.rollback().await?;
-                return Ok(Err(None));
+                return Ok(Taken::KeyUsed);
             };
             let name: Option<(String,)> = sqlx::query_as(queries::TAKE_STOCK.for_backend(backend))
                 .bind(wanted.quantity)
@@ -90,7 +220,7 @@ impl Store {
                 .await?;
             let Some((name,)) = name else {
                 tx.rollback().await?;
-                return Ok(Err(Some(NotTaken::Gone)));
+                return Ok(Taken::Nothing);
             };
             sqlx::query(queries::INSERT_ORDER_LINE.for_backend(backend))
                 .bind(id)
@@ -101,40 +231,25 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(Ok(id))
-        })?;
-        match begun {
-            Ok(id) => {
-                ::metrics::counter!("shop_orders_placed_total").increment(1);
-                let order = self.get_order(id).await?.ok_or_else(|| {
-                    StoreError::Unavailable("the order just placed is not found".into())
-                })?;
-                Ok(Placed::New(order))
+            Ok(Taken::Order(id, name))
+        })
+    }
+
+    /// The order the buyer's key already names, as this request's answer: the same
+    /// order again, or `KeyReused` when it was for something else. None without a key.
+    async fn earlier_order(&self, new: &NewOrder<'_>) -> StoreResult<Option<Placed>> {
+        let Some(key) = new.key else {
+            return Ok(None);
+        };
+        let earlier: Option<Order> =
+            run!(self, as queries::GET_ORDER_BY_KEY, fetch_optional, new.buyer.id, key)?;
+        Ok(earlier.map(|order| {
+            if same_request(&order, new.wanted) {
+                Placed::Replayed(order)
+            } else {
+                Placed::KeyReused(order)
             }
-            Err(None) => {
-                let key = key.expect("only a key conflicts");
-                let earlier: Option<Order> =
-                    run!(self, as queries::GET_ORDER_BY_KEY, fetch_optional, buyer.id, key)?;
-                match earlier {
-                    Some(order) if same_request(&order, wanted) => Ok(Placed::Replayed(order)),
-                    Some(order) => Ok(Placed::KeyReused(order)),
-                    // Its order vanished between the two statements (a restore): a retry
-                    // places it.
-                    None => Err(StoreError::Unavailable(
-                        "the idempotency key's order is being replaced".into(),
-                    )),
-                }
-            }
-            Err(Some(_)) => {
-                let why = match self.get_item(wanted.item_id).await? {
-                    None => NotTaken::Gone,
-                    Some(now) => NotTaken::explain(now.quantity, now.price_minor, wanted),
-                };
-                ::metrics::counter!("shop_orders_refused_total", "reason" => why.reason())
-                    .increment(1);
-                Ok(Placed::NotTaken(why))
-            }
-        }
+        }))
     }
 
     /// Cancel the order `permit` allows cancelling, if it is still `placed`, and put its

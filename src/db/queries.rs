@@ -194,13 +194,32 @@ pub const DELETE: Sql = Sql::same(
      JOIN orders o ON o.id = l.order_id WHERE l.item_id = $1 AND o.state = 'placed')",
 );
 
-/// An order's row, begun: nothing when the buyer has an order with this idempotency key
-/// (PostgreSQL makes a concurrent one with the same key wait for the first to finish).
+/// An order's row, begun (SQLite's order: this, `TAKE_STOCK` and `INSERT_ORDER_LINE` in one
+/// transaction): nothing when the buyer has an order with this idempotency key.
 pub const INSERT_ORDER: Sql = Sql::same(
     "INSERT INTO orders (buyer_id, buyer, seller_id, seller, state, currency, total_minor, \
      idempotency_key, placed_at) VALUES ($1, $2, $3, $4, 'placed', $5, $6, $7, $8) \
      ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id",
 );
+
+/// PostgreSQL places an order in one statement (one round trip, atomic without a
+/// transaction): the stock taken by the conditional update (as `TAKE_STOCK`), then the
+/// order and its line from what it took. When the buyer's key already has an order the
+/// insert leaves the order out, and the line then refuses its missing order (`order_id`
+/// NOT NULL), which undoes the whole statement, the stock with it: `place_order` reads
+/// that error as "this key has an order". No row: nothing taken.
+pub const PLACE_ORDER_POSTGRES: &str = "\
+    WITH taken AS (\
+        UPDATE items SET quantity = quantity - $1, version = version + 1 \
+        WHERE id = $2 AND quantity >= $1 AND price_minor = $3 RETURNING id, name), \
+    placed AS (\
+        INSERT INTO orders (buyer_id, buyer, seller_id, seller, state, currency, total_minor, \
+        idempotency_key, placed_at) SELECT $4, $5, $6, $7, 'placed', $8, $9, $10, $11 FROM taken \
+        ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id), \
+    line AS (\
+        INSERT INTO order_lines (order_id, line, item_id, item_name, unit_price_minor, quantity) \
+        SELECT placed.id, 1, taken.id, taken.name, $3, $1 FROM taken LEFT JOIN placed ON true) \
+    SELECT placed.id, taken.name FROM taken, placed";
 
 /// Takes the stock, in one conditional statement: only if there is enough at the price the
 /// buyer saw. The database is the only lock (six instances sell the same item); the row

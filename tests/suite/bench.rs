@@ -1,7 +1,9 @@
 //! The benchmark of the deployed shape: nginx → three shop instances → PostgreSQL, side by
 //! side with its ceilings measured in the same run (nginx serving a static file of the form
 //! page's size, the same nginx proxying to it, one instance without nginx, PostgreSQL's own
-//! INSERT rate with pgbench); then the same pages with a million items, searched, paged ten
+//! INSERT rate with pgbench); orders on many items and on one hot item, beside the create
+//! rate and pgbench running the order's statements, on PostgreSQL and on SQLite (three
+//! instances on one file; `bench/orders.rs`); then the same pages with a million items, searched, paged ten
 //! thousand deep, on PostgreSQL and on SQLite, with their query plans; repeat views (304);
 //! each instance's memory; cold start; backup and restore.
 //!
@@ -13,6 +15,8 @@
 //!
 //! A module of the test suite (its helpers are the suite's), one `#[ignore]`d test that
 //! prints its tables; `SHOP_BENCH=full` makes it the full run.
+
+mod orders;
 
 use crate::common;
 
@@ -186,7 +190,7 @@ fn the_benchmark() {
         &plan,
         &Load::get(&proxy.url("/")).script(&post_script(&proxy.url("/"), &seller.cookie)),
     );
-    let insert = pgbench(&plan, &cluster, "bench");
+    let insert = pgbench(&plan, &cluster, "bench", PGBENCH_INSERT);
     rows.push(Row::new(
         "create `POST /`, signed in (session, CSRF, idempotency key)",
         create.clone(),
@@ -229,6 +233,10 @@ fn the_benchmark() {
         baseline,
         Target::Ratio(0.9),
     ));
+    rows.extend(orders::on_postgres(
+        &plan, &runtime, &cluster, "bench", &proxy,
+    ));
+    rows.extend(orders::on_sqlite(&plan, &runtime));
     let logins = login_storm(&plan, &url);
     let backups = backup_and_restore(&url);
 
@@ -813,7 +821,8 @@ function setup(thread)
   thread:set("tid", threads)
 end
 function init(args)
-  prefix = string.format("bench%d%d", tid or 0, math.random(1000000000))
+  -- A run of its own: wrk starts every run's random numbers alike.
+  prefix = string.format("bench%d-%d", tid or 0, os.time())
 end
 request = function()
   counter = counter + 1
@@ -991,18 +1000,19 @@ fn duration_ms(text: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// PostgreSQL's own rate for the INSERT shop runs, at the same concurrency.
-fn pgbench(plan: &Plan, cluster: &PgCluster, database: &str) -> Measured {
+/// The INSERT shop runs for a create.
+const PGBENCH_INSERT: &str = "INSERT INTO items (name, quantity, description, date_added, idempotency_key) \
+     VALUES ('benchmark item', 1, 'created by pgbench', now(), md5(random()::text || clock_timestamp()::text)) \
+     ON CONFLICT (idempotency_key) DO NOTHING \
+     RETURNING id, name, quantity, description, date_added;\n";
+
+/// PostgreSQL's own rate for what shop runs (a pgbench `script`), at the same
+/// concurrency.
+fn pgbench(plan: &Plan, cluster: &PgCluster, database: &str, script: &str) -> Measured {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("insert.sql");
-    std::fs::write(
-        &script,
-        "INSERT INTO items (name, quantity, description, date_added, idempotency_key) \
-         VALUES ('benchmark item', 1, 'created by pgbench', now(), md5(random()::text || clock_timestamp()::text)) \
-         ON CONFLICT (idempotency_key) DO NOTHING \
-         RETURNING id, name, quantity, description, date_added;\n",
-    )
-    .unwrap();
+    let path = dir.path().join("script.sql");
+    std::fs::write(&path, script).unwrap();
+    let script = path;
     let next_to_server = cluster.bin_dir().join("pgbench");
     let program = if next_to_server.is_file() {
         next_to_server

@@ -144,6 +144,14 @@ async fn one_key_is_one_order_and_cancels_put_the_stock_back_once(backend: Backe
             || body.to_string().contains("Only 2 left"),
         "{body}"
     );
+    // The first order sent again when too few are left for it: it is that order still.
+    let (status, again) = buy(&shops[2], &token, "ben-lamp-0001", item, 3).await;
+    assert_eq!(
+        (status, again["id"].as_i64()),
+        (201, Some(order)),
+        "{again}"
+    );
+    assert_eq!(stock(&db, item).await, 2, "a retry takes nothing");
 
     // Ten cancels at once, by the buyer and the seller: one cancels, the stock is back once.
     let cancels: Vec<_> = (0..10)

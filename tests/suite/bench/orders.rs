@@ -1,0 +1,269 @@
+//! The benchmark's orders: `POST /api/orders` through nginx to three instances, on many
+//! items and on one hot item every client buys (one row's lock, held to commit), beside
+//! the API create rate of the same instances (measured in turns) and PostgreSQL's own
+//! limit: pgbench running shop's order transaction (the order, the conditional stock
+//! update, the line) on the same server, on many rows and on one. Then the same on SQLite,
+//! three instances on one file behind nginx, the package's default. After each load the
+//! hot item's stock is checked: what is left + what its orders hold = the stock at first.
+
+use super::{pgbench, side_by_side, wrk, Load, Plan, Row, Target};
+use crate::common;
+
+use common::nginx::Nginx;
+use common::{PgCluster, Shop};
+
+/// Items for sale in the many-items scenarios, each with this stock (the most an item
+/// may hold) at this price in cents.
+const ITEMS: usize = 200;
+const STOCK: i64 = 1_000_000;
+const PRICE: i64 = 100;
+
+/// A buyer and a seller's items on one shop (through its nginx).
+struct Market {
+    base: String,
+    seller_token: String,
+    buyer_token: String,
+    /// The many items' ids, contiguous, and the hot item's.
+    first: i64,
+    last: i64,
+    hot: i64,
+}
+
+impl Market {
+    /// A seller with `ITEMS` items and a hot one, and a buyer, signed up through `base`.
+    fn open(runtime: &tokio::runtime::Runtime, base: &str) -> Market {
+        runtime.block_on(async {
+            let seller = common::Seller::sign_up(base, &common::fresh_username()).await;
+            let seller_token = seller.api_token(base).await;
+            let buyer = common::Seller::sign_up(base, &common::fresh_username()).await;
+            let buyer_token = buyer.api_token(base).await;
+            let client = common::client();
+            let mut ids = Vec::new();
+            for n in 0..=ITEMS {
+                let item = serde_json::json!({
+                    "name": format!("for sale {n}"),
+                    "quantity": STOCK,
+                    "price_minor": PRICE,
+                    "description": "bought by the benchmark",
+                });
+                let response = client
+                    .post(format!("{base}/api/items"))
+                    .bearer_auth(&seller_token)
+                    .json(&item)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201, "an item for sale");
+                let item: serde_json::Value = response.json().await.unwrap();
+                ids.push(item["id"].as_i64().unwrap());
+            }
+            let hot = ids.pop().unwrap();
+            let (first, last) = (ids[0], ids[ITEMS - 1]);
+            assert_eq!(
+                last - first + 1,
+                ITEMS as i64,
+                "the items' ids follow each other"
+            );
+            Market {
+                base: base.to_owned(),
+                seller_token,
+                buyer_token,
+                first,
+                last,
+                hot,
+            }
+        })
+    }
+
+    /// The buyer's orders of 1 at a time, each with an idempotency key of its own, of an
+    /// item drawn at random from `first..=last`.
+    fn orders(&self, first: i64, last: i64) -> Load {
+        let script = format!(
+            r#"local counter = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  -- A run of its own: wrk starts every run's random numbers alike.
+  prefix = string.format("bench%d-%d", tid or 0, os.time())
+  math.randomseed(os.time() * 100 + (tid or 0))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format('{{"item_id": %d, "quantity": 1, "price_minor": {PRICE}}}', math.random({first}, {last}))
+  return wrk.format("POST", "/api/orders", {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}", ["Idempotency-Key"] = prefix .. "-" .. counter}}, body)
+end
+"#,
+            token = self.buyer_token,
+        );
+        Load::get(&format!("{}/api/orders", self.base)).script(&script)
+    }
+
+    fn creates(&self) -> Load {
+        Load::get(&format!("{}/api/items", self.base))
+            .script(&super::api_create_script(&self.seller_token))
+    }
+}
+
+/// pgbench's script: the statements of shop's order transaction, on an item drawn from
+/// `first..=last`, by the buyer and seller of an order placed through shop.
+fn order_transaction(first: i64, last: i64, buyer_id: &str, seller_id: &str) -> String {
+    format!(
+        "\\set item random({first}, {last})\n\
+         BEGIN;\n\
+         INSERT INTO orders (buyer_id, buyer, seller_id, seller, state, currency, total_minor, \
+         idempotency_key, placed_at) VALUES ({buyer_id}, 'pgbench', {seller_id}, 'bench', 'placed', \
+         'EUR', {PRICE}, md5(random()::text || clock_timestamp()::text), now()) \
+         ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id \\gset\n\
+         UPDATE items SET quantity = quantity - 1, version = version + 1 \
+         WHERE id = :item AND quantity >= 1 AND price_minor = {PRICE} RETURNING name;\n\
+         INSERT INTO order_lines (order_id, line, item_id, item_name, unit_price_minor, quantity) \
+         VALUES (:id, 1, :item, 'pgbench item', {PRICE}, 1);\n\
+         COMMIT;\n"
+    )
+}
+
+/// PostgreSQL, through `proxy` to its three instances: the rows, and the hot item's
+/// check.
+pub(super) fn on_postgres(
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    cluster: &PgCluster,
+    database: &str,
+    proxy: &Nginx,
+) -> Vec<Row> {
+    let market = Market::open(runtime, &proxy.url(""));
+    let (many, create) = side_by_side(
+        plan,
+        &market.orders(market.first, market.last),
+        &market.creates(),
+    );
+    let hot = wrk(plan, &market.orders(market.hot, market.hot));
+    let ids = cluster.psql_in(
+        database,
+        "SELECT buyer_id, seller_id FROM orders ORDER BY id LIMIT 1",
+    );
+    let (buyer_id, seller_id) = ids.trim().split_once('|').expect(&ids);
+    let bench = |first, last| {
+        pgbench(
+            plan,
+            cluster,
+            database,
+            &order_transaction(first, last, buyer_id, seller_id),
+        )
+    };
+    let pg_many = bench(market.first, market.last);
+    let pg_one = bench(market.hot, market.hot);
+    let (left, sold) = stock_of(&|sql| cluster.psql_in(database, sql), market.hot);
+    let pgbench_sold: i64 = cluster
+        .psql_in(
+            database,
+            &format!(
+                "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+                 WHERE l.item_id = {} AND o.buyer = 'pgbench'",
+                market.hot
+            ),
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert_stock_kept(left, sold, "PostgreSQL");
+    assert!(
+        pgbench_sold > 0 && sold > pgbench_sold,
+        "both sold the hot item"
+    );
+    vec![
+        Row::new(
+            format!("order `POST /api/orders`, {ITEMS} items (in turns with the create)"),
+            many.clone(),
+            "create `POST /api/items`, same instances",
+            create,
+            Target::Ratio(0.8),
+        ),
+        Row::new(
+            format!("order `POST /api/orders`, {ITEMS} items"),
+            many,
+            "pgbench, the order's statements, as many rows",
+            pg_many,
+            Target::Ratio(0.7),
+        ),
+        Row::new(
+            "order `POST /api/orders`, one hot item (every client)",
+            hot,
+            "pgbench, the order's statements, one row",
+            pg_one,
+            Target::Ratio(0.7),
+        ),
+    ]
+}
+
+/// SQLite: one file, three instances behind nginx (as the package runs them).
+pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("orders.db").display());
+    super::timed_migrate(&url);
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let shops: Vec<Shop> = ports
+        .iter()
+        .map(|p| Shop::start(&url, &[("SHOP_SERVER__LISTEN", &format!("127.0.0.1:{p}"))]))
+        .collect();
+    let proxy = Nginx::start(&ports);
+    let market = Market::open(runtime, &proxy.url(""));
+    let (many, create) = side_by_side(
+        plan,
+        &market.orders(market.first, market.last),
+        &market.creates(),
+    );
+    let hot = wrk(plan, &market.orders(market.hot, market.hot));
+    let sqlite = |sql: &str| {
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let value: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            value.to_string()
+        })
+    };
+    let (left, sold) = stock_of(&sqlite, market.hot);
+    assert_stock_kept(left, sold, "SQLite");
+    drop((proxy, shops));
+    vec![
+        Row::new(
+            format!("SQLite, three instances on one file: order, {ITEMS} items (in turns with the create)"),
+            many,
+            "create `POST /api/items`, same instances",
+            create.clone(),
+            Target::Ratio(0.8),
+        ),
+        Row::new(
+            "SQLite, three instances on one file: order, one hot item",
+            hot,
+            "create `POST /api/items`, same instances",
+            create,
+            Target::None,
+        ),
+    ]
+}
+
+/// The hot item's stock left, and what its placed and handed-over orders hold, asked
+/// with `query` (one number per statement).
+fn stock_of(query: &dyn Fn(&str) -> String, item: i64) -> (i64, i64) {
+    let number = |sql: String| -> i64 { query(&sql).trim().parse().unwrap() };
+    let left = number(format!("SELECT quantity FROM items WHERE id = {item}"));
+    let sold = number(format!(
+        "SELECT coalesce(sum(l.quantity), 0) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+         WHERE l.item_id = {item} AND o.state IN ('placed', 'handed_over')"
+    ));
+    (left, sold)
+}
+
+fn assert_stock_kept(left: i64, sold: i64, backend: &str) {
+    assert!(sold > 0, "{backend}: the hot item sold");
+    assert_eq!(
+        left + sold,
+        STOCK,
+        "{backend}: the hot item's stock left + sold = its stock at first"
+    );
+}
