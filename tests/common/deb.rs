@@ -303,7 +303,7 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) -> Container {
         r#"{}
         sign_up http://127.0.0.1:8001 {}; echo
         curl -s -b jar -c jar http://127.0.0.1:8001/ > form.html
-        curl -s -o /dev/null -w '%{{http_code}}' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=Sold+item&quantity=3&description=after+the+upgrade" http://127.0.0.1:8002/
+        curl -s -o /dev/null -w '%{{http_code}}' -b jar --data "csrf_token=$(form_field form.html csrf_token)&idempotency_key=$(form_field form.html idempotency_key)&name=Sold+item&quantity=3&price=12.50&description=after+the+upgrade" http://127.0.0.1:8002/
         echo; curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8003/"#,
         super::SIGN_UP_SH,
         super::fresh_username()
@@ -317,6 +317,23 @@ pub fn package_lifecycle(platform: Platform, debs: &Debs) -> Container {
         .http_get("http://127.0.0.1:8003/items")
         .1
         .contains("Sold item"));
+    // And buying: another person buys two from its page (a form from 8003 posted to
+    // 8001), and one is left.
+    let bought = host.net_sh(&format!(
+        r#"{}
+        sign_up http://127.0.0.1:8003 {} > /dev/null
+        id=$(curl -s http://127.0.0.1:8003/items | sed -n 's|.*<a href="/items/\([0-9]*\)">Sold item<.*|\1|p')
+        curl -s -b jar -c jar http://127.0.0.1:8003/items/$id > item.html
+        curl -s -o /dev/null -w '%{{http_code}} ' -b jar --data "csrf_token=$(form_field item.html csrf_token)&idempotency_key=$(form_field item.html idempotency_key)&price_minor=1250&quantity=2" http://127.0.0.1:8001/items/$id/buy
+        curl -s http://127.0.0.1:8002/items/$id | grep -o '<dd class="stock">[^<]*</dd>'"#,
+        super::SIGN_UP_SH,
+        super::fresh_username()
+    ));
+    assert_eq!(
+        bought.trim(),
+        "303 <dd class=\"stock\">1</dd>",
+        "an order placed after the upgrade"
+    );
     drop(step);
 
     backups_on_the_host(&host, platform, &upgrade);
