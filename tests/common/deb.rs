@@ -478,7 +478,7 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
         "runuser -u shop -- shop restore /var/backups/shop/{newest}"
     ));
     assert!(
-        restored.starts_with("restored 2 items and 1 users, 0 API tokens and 0 orders"),
+        restored.starts_with("restored 2 items and 2 users, 0 API tokens and 1 orders"),
         "{restored}"
     );
     let (status, body) = host.http_get("http://127.0.0.1:8001/items");
