@@ -13,7 +13,7 @@ mod items;
 mod migrate;
 mod orders;
 mod primary;
-mod queries;
+pub mod queries;
 mod snapshot;
 mod url;
 

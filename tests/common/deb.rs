@@ -433,6 +433,10 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
     );
     let content = host.sh(&format!("cat /var/backups/shop/{taken}"));
     assert!(content.contains("Kept item"), "{content}");
+    // Kept aside for a restore below (retention will remove it).
+    host.sh(&format!(
+        "cp -p /var/backups/shop/{taken} /root/before-upgrade.backup"
+    ));
     assert_eq!(
         host.sh(&format!(
             "stat -c '%U:%G %a' /var/backups/shop /var/backups/shop/{taken}"
@@ -474,6 +478,19 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
     // The database file is lost; the newest backup brings the items back.
     let newest = backups().lines().last().unwrap().to_owned();
     host.sh("systemctl stop 'shop@*.service' && rm -f /var/lib/shop/shop.db /var/lib/shop/shop.db-wal /var/lib/shop/shop.db-shm");
+    // The previous release's backup (from before buying, and before accounts) restores
+    // into this release: its item back, no orders.
+    let restored = host.sh(
+        "install -o shop -g shop -m 0640 /root/before-upgrade.backup /var/backups/shop/ && \
+         runuser -u shop -- shop restore /var/backups/shop/before-upgrade.backup && \
+         rm /var/backups/shop/before-upgrade.backup",
+    );
+    assert!(
+        restored.starts_with(
+            "restored 1 items and the users there were kept (a backup from before accounts)"
+        ),
+        "{restored}"
+    );
     let restored = host.sh(&format!(
         "runuser -u shop -- shop restore /var/backups/shop/{newest}"
     ));

@@ -1,8 +1,8 @@
 //! The benchmark's orders: `POST /api/orders` through nginx to three instances, on many
 //! items and on one hot item every client buys (one row's lock, held to commit), beside
 //! the API create rate of the same instances (measured in turns) and PostgreSQL's own
-//! limit: pgbench running shop's order transaction (the order, the conditional stock
-//! update, the line) on the same server, on many rows and on one. Then the same on SQLite,
+//! limit: pgbench running shop's order statement (the conditional stock update, the
+//! order and its line, in one) on the same server, on many rows and on one. Then the same on SQLite,
 //! three instances on one file behind nginx, the package's default. After each load the
 //! hot item's stock is checked: what is left + what its orders hold = the stock at first.
 
@@ -107,22 +107,29 @@ end
     }
 }
 
-/// pgbench's script: the statements of shop's order transaction, on an item drawn from
-/// `first..=last`, by the buyer and seller of an order placed through shop.
-fn order_transaction(first: i64, last: i64, buyer_id: &str, seller_id: &str) -> String {
-    format!(
-        "\\set item random({first}, {last})\n\
-         BEGIN;\n\
-         INSERT INTO orders (buyer_id, buyer, seller_id, seller, state, currency, total_minor, \
-         idempotency_key, placed_at) VALUES ({buyer_id}, 'pgbench', {seller_id}, 'bench', 'placed', \
-         'EUR', {PRICE}, md5(random()::text || clock_timestamp()::text), now()) \
-         ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id \\gset\n\
-         UPDATE items SET quantity = quantity - 1, version = version + 1 \
-         WHERE id = :item AND quantity >= 1 AND price_minor = {PRICE} RETURNING name;\n\
-         INSERT INTO order_lines (order_id, line, item_id, item_name, unit_price_minor, quantity) \
-         VALUES (:id, 1, :item, 'pgbench item', {PRICE}, 1);\n\
-         COMMIT;\n"
-    )
+/// pgbench's script: the very statement shop places an order with
+/// (`queries::PLACE_ORDER_POSTGRES`), its parameters filled in as shop binds them, on an
+/// item drawn from `first..=last`, by the buyer and seller of an order placed through shop.
+fn order_statement(first: i64, last: i64, buyer_id: &str, seller_id: &str) -> String {
+    let values = [
+        "1".to_owned(),
+        ":item".to_owned(),
+        PRICE.to_string(),
+        buyer_id.to_owned(),
+        "'pgbench'".to_owned(),
+        seller_id.to_owned(),
+        "'bench'".to_owned(),
+        "'EUR'".to_owned(),
+        PRICE.to_string(),
+        "md5(random()::text || clock_timestamp()::text)".to_owned(),
+        "now()".to_owned(),
+    ];
+    // From $11 down, so that $1 does not match the start of $10 and $11.
+    let mut statement = shop::db::queries::PLACE_ORDER_POSTGRES.to_owned();
+    for (n, value) in values.iter().enumerate().rev() {
+        statement = statement.replace(&format!("${}", n + 1), value);
+    }
+    format!("\\set item random({first}, {last})\n{statement};\n")
 }
 
 /// PostgreSQL, through `proxy` to its three instances: the rows, and the hot item's
@@ -151,7 +158,7 @@ pub(super) fn on_postgres(
             plan,
             cluster,
             database,
-            &order_transaction(first, last, buyer_id, seller_id),
+            &order_statement(first, last, buyer_id, seller_id),
         )
     };
     let pg_many = bench(market.first, market.last);
@@ -169,7 +176,7 @@ pub(super) fn on_postgres(
         .trim()
         .parse()
         .unwrap();
-    assert_stock_kept(left, sold, "PostgreSQL");
+    market.assert_stock_kept(runtime, left, sold, &hot, "PostgreSQL");
     assert!(
         pgbench_sold > 0 && sold > pgbench_sold,
         "both sold the hot item"
@@ -185,14 +192,14 @@ pub(super) fn on_postgres(
         Row::new(
             format!("order `POST /api/orders`, {ITEMS} items"),
             many,
-            "pgbench, the order's statements, as many rows",
+            "pgbench, the order's statement, as many rows",
             pg_many,
             Target::Ratio(0.7),
         ),
         Row::new(
             "order `POST /api/orders`, one hot item (every client)",
             hot,
-            "pgbench, the order's statements, one row",
+            "pgbench, the order's statement, one row",
             pg_one,
             Target::Ratio(0.7),
         ),
@@ -227,7 +234,7 @@ pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<R
         })
     };
     let (left, sold) = stock_of(&sqlite, market.hot);
-    assert_stock_kept(left, sold, "SQLite");
+    market.assert_stock_kept(runtime, left, sold, &hot, "SQLite");
     drop((proxy, shops));
     vec![
         Row::new(
@@ -259,11 +266,34 @@ fn stock_of(query: &dyn Fn(&str) -> String, item: i64) -> (i64, i64) {
     (left, sold)
 }
 
-fn assert_stock_kept(left: i64, sold: i64, backend: &str) {
-    assert!(sold > 0, "{backend}: the hot item sold");
-    assert_eq!(
-        left + sold,
-        STOCK,
-        "{backend}: the hot item's stock left + sold = its stock at first"
-    );
+impl Market {
+    /// The hot item sold, and what is left of it + what its orders hold = its stock at
+    /// first (when it did not sell: what one more order is answered, and wrk's figures).
+    fn assert_stock_kept(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        left: i64,
+        sold: i64,
+        hot: &super::Measured,
+        backend: &str,
+    ) {
+        if sold == 0 {
+            let answer = runtime.block_on(async {
+                let response = common::client()
+                    .post(format!("{}/api/orders", self.base))
+                    .bearer_auth(&self.buyer_token)
+                    .json(&serde_json::json!({"item_id": self.hot, "quantity": 1, "price_minor": PRICE}))
+                    .send()
+                    .await
+                    .unwrap();
+                format!("{} {}", response.status(), response.text().await.unwrap())
+            });
+            panic!("{backend}: the hot item sold nothing ({left} left; wrk: {hot:?}); one more order: {answer}");
+        }
+        assert_eq!(
+            left + sold,
+            STOCK,
+            "{backend}: the hot item's stock left + sold = its stock at first"
+        );
+    }
 }
