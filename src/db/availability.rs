@@ -201,10 +201,21 @@ impl Store {
 
     /// Turn a query's error into ours, marking the database down when it was lost.
     pub(super) fn failed(&self, error: sqlx::Error) -> StoreError {
-        if classify(&error) == Failure::Unreachable && !self.saturated(&error) {
+        if classify(&error) == Failure::Unreachable
+            && !self.saturated(&error)
+            && !self.waited_for_the_file(&error)
+        {
             self.availability.mark_down(&error.to_string());
         }
         StoreError::from(error)
+    }
+
+    /// Whether an SQLite statement ran out of time (the query timeout): the file is local,
+    /// so it was waiting for the writers of other instances, which is load (a 503 for this
+    /// request), not a lost database.
+    fn waited_for_the_file(&self, error: &sqlx::Error) -> bool {
+        self.backend() == super::Backend::Sqlite
+            && matches!(error, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
     }
 
     /// Whether a wait for a connection timed out because every open connection is busy

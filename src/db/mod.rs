@@ -53,6 +53,13 @@ pub struct Store {
     /// PostgreSQL: the URL's hosts, and which one the pools point at.
     hosts: Option<Arc<Hosts>>,
     size: PoolSize,
+    /// SQLite: this instance's write transactions take turns here (first come, first
+    /// served) before they ask for the file's write lock, so the lock is contended by one
+    /// transaction per instance, not by every connection of each: SQLite's busy handler
+    /// polls and serves no one in order, and with 24 connections asking, some waited past
+    /// the query timeout. A queue for speed only: the file's lock is what keeps writes
+    /// apart, whatever the number of instances.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The requests' pool, and (PostgreSQL) the one-connection pool the listener of session
@@ -157,6 +164,7 @@ impl Store {
             auth,
             hosts,
             size,
+            write_turn: Arc::default(),
         }
     }
 

@@ -348,7 +348,8 @@ pub(crate) use run;
 /// `run!`: `transaction!(store, |tx, backend| { …; tx.commit().await?; Ok(value) })`, the
 /// body written once and expanded for each backend. SQLite's begins `IMMEDIATE`: it takes
 /// the file's write lock first, so writers queue on the busy timeout instead of failing
-/// with SQLITE_BUSY when a read turns into a write. A body that returns early, or is cut
+/// with SQLITE_BUSY when a read turns into a write, after this instance's earlier write
+/// transactions (`Store::write_turn`). A body that returns early, or is cut
 /// off by the timeout, rolls back (sqlx does, when the transaction is dropped).
 macro_rules! transaction {
     ($store:expr, |$tx:ident, $backend:ident| $body:block) => {{
@@ -370,6 +371,7 @@ macro_rules! transaction {
                     $crate::db::Pool::Sqlite(pool) => {
                         store
                             .bounded(async {
+                                let _turn = store.write_turn.lock().await;
                                 #[allow(unused_mut)]
                                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                                 $body

@@ -376,6 +376,43 @@ async fn a_saturated_pool_is_busy_not_an_outage() {
     );
 }
 
+/// SQLite: another writer holding the file longer than the query timeout makes a write
+/// wait and then answer 503 (the other instances' writers are load); nothing is marked
+/// down, and the next write is served as soon as the file is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_is_busy_not_an_outage() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Sqlite);
+    let shop = Shop::start(&db.url, &[("SHOP_DATABASE__QUERY_TIMEOUT_SECS", "1")]);
+    let api = common::api_client(&shop).await;
+    let create = |name: &str| {
+        api.post(shop.url("/api/items"))
+            .json(&serde_json::json!({"name": name, "quantity": 1, "description": "d"}))
+    };
+    assert_eq!(common::status_of(create("before")).await, 201);
+    let mut writer = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let response = create("while locked").send().await.unwrap();
+    assert_eq!(response.status(), 503, "the write waited 1 s");
+    assert_eq!(response.headers()["retry-after"], "5");
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    writer.close().await.unwrap();
+    let asked = std::time::Instant::now();
+    assert_eq!(common::status_of(create("after")).await, 201);
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "served at once"
+    );
+    assert!(
+        !shop.logs().contains("database unavailable"),
+        "a locked file is no outage:\n{}",
+        shop.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_request_does_not_hold_shutdown_past_its_bound() {
     let db = TestDb::new(Backend::Sqlite);
