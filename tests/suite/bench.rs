@@ -804,6 +804,21 @@ end
     )
 }
 
+/// The start of a wrk script whose requests each need a key of their own: `counter`
+/// counts a thread's requests, `prefix` is its thread's and its run's (wrk starts every
+/// run's random numbers alike, so the time tells runs apart), and the random numbers are
+/// seeded the same way.
+const KEYED_RUN: &str = r#"local counter = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  prefix = string.format("bench%d-%d", tid or 0, os.time())
+  math.randomseed(os.time() * 100 + (tid or 0))
+end"#;
+
 /// A wrk script that POSTs the add-an-item form as a signed-in seller (`cookie`: the CSRF
 /// cookie and the session), with the form's token and a new idempotency key every time.
 fn post_script(form_url: &str, cookie: &str) -> String {
@@ -814,16 +829,7 @@ fn post_script(form_url: &str, cookie: &str) -> String {
     let page = String::from_utf8_lossy(&out.stdout).into_owned();
     let token = common::hidden_field(&page, "csrf_token");
     format!(
-        r#"local counter = 0
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  -- A run of its own: wrk starts every run's random numbers alike.
-  prefix = string.format("bench%d-%d", tid or 0, os.time())
-end
+        r#"{KEYED_RUN}
 request = function()
   counter = counter + 1
   local body = "csrf_token={token}&idempotency_key=" .. prefix .. "k" .. counter ..

@@ -6,7 +6,7 @@
 //! three instances on one file behind nginx, the package's default. After each load the
 //! hot item's stock is checked: what is left + what its orders hold = the stock at first.
 
-use super::{pgbench, side_by_side, wrk, Load, Plan, Row, Target};
+use super::{pgbench, side_by_side, wrk, Load, Measured, Plan, Row, Target};
 use crate::common;
 
 use common::nginx::Nginx;
@@ -79,26 +79,26 @@ impl Market {
     /// item drawn at random from `first..=last`.
     fn orders(&self, first: i64, last: i64) -> Load {
         let script = format!(
-            r#"local counter = 0
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  -- A run of its own: wrk starts every run's random numbers alike.
-  prefix = string.format("bench%d-%d", tid or 0, os.time())
-  math.randomseed(os.time() * 100 + (tid or 0))
-end
+            r#"{keyed_run}
 request = function()
   counter = counter + 1
   local body = string.format('{{"item_id": %d, "quantity": 1, "price_minor": {PRICE}}}', math.random({first}, {last}))
   return wrk.format("POST", "/api/orders", {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}", ["Idempotency-Key"] = prefix .. "-" .. counter}}, body)
 end
 "#,
+            keyed_run = super::KEYED_RUN,
             token = self.buyer_token,
         );
         Load::get(&format!("{}/api/orders", self.base)).script(&script)
+    }
+
+    /// Orders on the many items (in turns with creates), then on the hot item: the
+    /// three rates.
+    fn measure(&self, plan: &Plan) -> (Measured, Measured, Measured) {
+        let (many, create) =
+            side_by_side(plan, &self.orders(self.first, self.last), &self.creates());
+        let hot = wrk(plan, &self.orders(self.hot, self.hot));
+        (many, create, hot)
     }
 
     fn creates(&self) -> Load {
@@ -142,12 +142,7 @@ pub(super) fn on_postgres(
     proxy: &Nginx,
 ) -> Vec<Row> {
     let market = Market::open(runtime, &proxy.url(""));
-    let (many, create) = side_by_side(
-        plan,
-        &market.orders(market.first, market.last),
-        &market.creates(),
-    );
-    let hot = wrk(plan, &market.orders(market.hot, market.hot));
+    let (many, create, hot) = market.measure(plan);
     let ids = cluster.psql_in(
         database,
         "SELECT buyer_id, seller_id FROM orders ORDER BY id LIMIT 1",
@@ -218,12 +213,7 @@ pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<R
         .collect();
     let proxy = Nginx::start(&ports);
     let market = Market::open(runtime, &proxy.url(""));
-    let (many, create) = side_by_side(
-        plan,
-        &market.orders(market.first, market.last),
-        &market.creates(),
-    );
-    let hot = wrk(plan, &market.orders(market.hot, market.hot));
+    let (many, create, hot) = market.measure(plan);
     let sqlite = |sql: &str| {
         runtime.block_on(async {
             use sqlx::Connection;
@@ -274,7 +264,7 @@ impl Market {
         runtime: &tokio::runtime::Runtime,
         left: i64,
         sold: i64,
-        hot: &super::Measured,
+        hot: &Measured,
         backend: &str,
     ) {
         if sold == 0 {
