@@ -491,11 +491,28 @@ fn backups_on_the_host(host: &Container, platform: Platform, upgrade: &str) {
         ),
         "{restored}"
     );
+    // The newest backup then replaces what the old one brought back: a database that
+    // holds items is replaced only when asked (`--force`).
+    let refused = host.exec(&[
+        "runuser",
+        "-u",
+        "shop",
+        "--",
+        "shop",
+        "restore",
+        &format!("/var/backups/shop/{newest}"),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the database holds 1 items"),
+        "{refused:?}"
+    );
     let restored = host.sh(&format!(
-        "runuser -u shop -- shop restore /var/backups/shop/{newest}"
+        "runuser -u shop -- shop restore --force /var/backups/shop/{newest}"
     ));
     assert!(
-        restored.starts_with("restored 2 items and 2 users, 0 API tokens and 1 orders"),
+        restored.starts_with("restored 2 items and 2 users, 0 API tokens and 1 orders")
+            && restored.contains("replacing 1"),
         "{restored}"
     );
     let (status, body) = host.http_get("http://127.0.0.1:8001/items");
