@@ -210,9 +210,9 @@ impl Store {
         StoreError::from(error)
     }
 
-    /// Whether an SQLite statement ran out of time (the query timeout): the file is local,
-    /// so it was waiting for the writers of other instances, which is load (a 503 for this
-    /// request), not a lost database.
+    /// Whether an SQLite write ran out of time waiting for its turn (`Store::write_turn`):
+    /// the file is local, so it was waiting for other writers, which is load (a 503 for
+    /// this request), not a lost database.
     fn waited_for_the_file(&self, error: &sqlx::Error) -> bool {
         self.backend() == super::Backend::Sqlite
             && matches!(error, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)

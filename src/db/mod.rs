@@ -138,8 +138,9 @@ impl Store {
                 let options = (*options)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    // Writers of other instances queue on the file: give them time.
-                    .busy_timeout(size.acquire_timeout.max(Duration::from_secs(5)))
+                    // Writers of other instances queue on the file: this long, the query
+                    // timeout (SQLite's statements are bounded by it, not cut off).
+                    .busy_timeout(size.query_timeout)
                     .foreign_keys(true)
                     // 512 KiB of page cache per connection, not SQLite's 2 MiB: the kernel
                     // caches the file for every connection at once, and eight 2 MiB caches
@@ -178,8 +179,26 @@ impl Store {
         self.pools.read().expect("pools lock").listener.clone()
     }
 
+    /// SQLite: this instance's turn to write (`write_turn`), waited for at most the query
+    /// timeout: past it, the same I/O time-out as a statement's (load: a 503).
+    async fn write_turn(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, sqlx::Error> {
+        let limit = self.size.query_timeout;
+        tokio::time::timeout(limit, self.write_turn.lock())
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no turn to write within {} s", limit.as_secs()),
+                ))
+            })
+    }
+
     /// Run `query` for at most the query timeout: a host that stopped answering counts as
-    /// lost (an I/O error), like one that reset the connection.
+    /// lost (an I/O error), like one that reset the connection. PostgreSQL's only: an SQLite
+    /// statement cut off while it waits for the file's lock goes on in its worker thread,
+    /// and a `BEGIN IMMEDIATE` that then gets the lock leaves its connection holding it,
+    /// with no transaction to roll it back: every instance's writes wait on it. SQLite's
+    /// waits end by themselves, at its busy timeout (SQLITE_BUSY: a 503).
     async fn bounded<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,

@@ -335,7 +335,8 @@ macro_rules! run {
                 let $text: &str = $text_of;
                 let result = match &store.pool() {
                     $crate::db::Pool::Postgres($pool) => store.bounded(async { $query }).await,
-                    $crate::db::Pool::Sqlite($pool) => store.bounded(async { $query }).await,
+                    // Not cut off (see `Store::bounded`): SQLite's busy timeout bounds its waits.
+                    $crate::db::Pool::Sqlite($pool) => async { $query }.await,
                 };
                 result.map_err(|e| store.failed(e))
             }
@@ -369,14 +370,13 @@ macro_rules! transaction {
                             .await
                     }
                     $crate::db::Pool::Sqlite(pool) => {
-                        store
-                            .bounded(async {
-                                let _turn = store.write_turn.lock().await;
-                                #[allow(unused_mut)]
-                                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                                $body
-                            })
-                            .await
+                        async {
+                            let _turn = store.write_turn().await?;
+                            #[allow(unused_mut)]
+                            let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                            $body
+                        }
+                        .await
                     }
                 };
                 result.map_err(|e| store.failed(e))
