@@ -112,6 +112,26 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whether an SQLite connection coming back to the pool may be used again: not while it
+/// is still inside a transaction, which would hold the file's write lock for as long as
+/// the connection lives and stop every instance's writes. sqlx leaves one so when a
+/// request is dropped (its client went away, a timeout) between `BEGIN IMMEDIATE` and the
+/// `Transaction` that would roll it back (sqlx 0.8's `begin_with` awaits a second time
+/// after its BEGIN). Closing the connection rolls it back. The ping lets a rollback already
+/// queued by a dropped `Transaction` run first.
+async fn released_outside_a_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::{Connection, TransactionManager};
+    conn.ping().await?;
+    let depth = sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(conn);
+    if depth > 0 {
+        tracing::warn!(
+            depth,
+            "an SQLite connection came back inside a transaction (its request was dropped): closing it, which rolls it back"
+        );
+    }
+    Ok(depth == 0)
+}
+
 /// How many connections a store keeps, how long a request waits for one, and how long
 /// for the database's answer.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +170,7 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(size.max_connections)
                         .acquire_timeout(size.acquire_timeout)
+                        .after_release(|conn, _| Box::pin(released_outside_a_transaction(conn)))
                         .connect_lazy_with(options),
                 );
                 let pools = Pools {
@@ -195,10 +216,10 @@ impl Store {
 
     /// Run `query` for at most the query timeout: a host that stopped answering counts as
     /// lost (an I/O error), like one that reset the connection. PostgreSQL's only: an SQLite
-    /// statement cut off while it waits for the file's lock goes on in its worker thread,
-    /// and a `BEGIN IMMEDIATE` that then gets the lock leaves its connection holding it,
-    /// with no transaction to roll it back: every instance's writes wait on it. SQLite's
-    /// waits end by themselves, at its busy timeout (SQLITE_BUSY: a 503).
+    /// file does not go away mid-query, its waits end by themselves at its busy timeout
+    /// (SQLITE_BUSY: a 503), and a transaction cut off between its `BEGIN IMMEDIATE` and
+    /// sqlx's `Transaction` leaves its connection holding the file's lock (closed when it
+    /// comes back, by `released_outside_a_transaction`, but better not made at all).
     async fn bounded<T>(
         &self,
         query: impl Future<Output = Result<T, sqlx::Error>>,
@@ -285,4 +306,60 @@ fn postgres_pools(options: &PgConnectOptions, size: PoolSize) -> Pools {
 /// The server's clock, at the precision both databases keep (microseconds).
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, TransactionManager};
+
+    /// A connection left inside `BEGIN IMMEDIATE` with no `Transaction` to roll it back (what
+    /// a request dropped inside sqlx's `begin_with` leaves) goes back to the pool: the pool
+    /// closes it, and another instance's writer gets the file's lock at once.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_does_not_keep_the_file_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let size = PoolSize {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+        };
+        let store = Store::connect(&url.parse().unwrap(), size);
+        let Pool::Sqlite(pool) = store.pool() else {
+            unreachable!("an SQLite store")
+        };
+        let mut left = pool.acquire().await.unwrap();
+        sqlx::sqlite::SqliteTransactionManager::begin(&mut left, Some("BEGIN IMMEDIATE".into()))
+            .await
+            .unwrap();
+        drop(left);
+
+        let mut other = sqlx::SqliteConnection::connect_with(
+            &url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .busy_timeout(Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
+        let asked = std::time::Instant::now();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .expect("the file's write lock was given back");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+
+        // The pool goes on serving, on a fresh connection, outside any transaction.
+        let mut next = pool.acquire().await.unwrap();
+        assert_eq!(
+            sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(&next),
+            0
+        );
+        next.ping().await.unwrap();
+    }
 }

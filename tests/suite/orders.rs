@@ -38,8 +38,13 @@ async fn stock(db: &TestDb, item: i64) -> i64 {
 }
 
 async fn buy(shop: &Shop, token: &str, key: &str, item: i64, quantity: i64) -> (u16, Value) {
+    buy_at(&shop.url, token, key, item, quantity).await
+}
+
+/// `buy` through the instance at `base` (for tasks, which cannot borrow a `Shop`).
+async fn buy_at(base: &str, token: &str, key: &str, item: i64, quantity: i64) -> (u16, Value) {
     let response = client()
-        .post(shop.url("/api/orders"))
+        .post(format!("{base}/api/orders"))
         .bearer_auth(token)
         .header("idempotency-key", key)
         .json(&json!({"item_id": item, "quantity": quantity, "price_minor": 1250}))
@@ -599,3 +604,101 @@ both_backends!(
     one_key_is_one_order_and_cancels_put_the_stock_back_once,
     a_random_mix_conserves_the_stock_and_a_backup_keeps_it,
 );
+
+/// Two instances of one SQLite file, with a 1 s query timeout. Another connection holds
+/// the file's write lock for 2.5 s while 24 orders queue on both instances: each is answered
+/// within a few seconds (a 503 while the lock is held, never a 5xx of another kind), nothing
+/// is marked down, and once the lock is free every write goes through at once: no order cut
+/// off while it waited left its connection holding the lock. The 503'd orders, sent again
+/// with their keys, are one order each, and the stock adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_queued_behind_a_locked_sqlite_file_leave_it_free() {
+    use sqlx::Connection;
+    use std::time::{Duration, Instant};
+    let db = TestDb::new(Backend::Sqlite);
+    let quick = [("SHOP_DATABASE__QUERY_TIMEOUT_SECS", "1")];
+    let shops: Vec<Shop> = (0..2).map(|_| Shop::start(&db.url, &quick)).collect();
+    let seller = Seller::sign_up(&shops[0].url, "sally").await;
+    let seller_token = seller.api_token(&shops[0].url).await;
+    let created = common::json_of(
+        client()
+            .post(shops[0].url("/api/items"))
+            .bearer_auth(&seller_token)
+            .json(&json!({"name": "Lamp", "quantity": 100, "description": "brass", "price_minor": 1250})),
+    )
+    .await;
+    let item = created["id"].as_i64().unwrap();
+    let buyer = Seller::sign_up(&shops[0].url, "ben").await;
+    let token = buyer.api_token(&shops[0].url).await;
+
+    let mut lock = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let queued: Vec<_> = (0..24)
+        .map(|n| {
+            let (base, token) = (shops[n % 2].url.clone(), token.clone());
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let answer = buy_at(&base, &token, &format!("queued-key-{n}"), item, 1).await;
+                (n, answer, asked.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+
+    let mut refused = Vec::new();
+    let mut sold = 0;
+    for task in queued {
+        let (n, (status, body), took) = task.await.unwrap();
+        assert!(status == 201 || status == 503, "{n}: {status} {body}");
+        assert!(took < Duration::from_secs(8), "{n} answered in {took:?}");
+        if status == 503 {
+            refused.push(n);
+        } else {
+            sold += 1;
+        }
+    }
+    assert!(!refused.is_empty(), "the lock was held past the timeout");
+
+    // The file is free: fresh orders on both instances go through, and quickly.
+    let asked = Instant::now();
+    let fresh: Vec<_> = (0..10)
+        .map(|n| {
+            let (base, token) = (shops[n % 2].url.clone(), token.clone());
+            tokio::spawn(
+                async move { buy_at(&base, &token, &format!("fresh-key-{n}"), item, 1).await },
+            )
+        })
+        .collect();
+    for task in fresh {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        sold += 1;
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "served at once: {:?}",
+        asked.elapsed()
+    );
+    // What was refused lost nothing: sent again, one order each.
+    for n in &refused {
+        let (status, body) =
+            buy_at(&shops[0].url, &token, &format!("queued-key-{n}"), item, 1).await;
+        assert_eq!(status, 201, "{n}: {body}");
+        sold += 1;
+    }
+    let orders = db.rows("SELECT COUNT(*) FROM orders").await;
+    assert_eq!(orders, [sold.to_string()]);
+    assert_eq!(stock(&db, item).await, 100 - sold);
+    for shop in &shops {
+        assert!(
+            !shop.logs().contains("database unavailable"),
+            "a locked file is no outage:\n{}",
+            shop.logs()
+        );
+    }
+}
