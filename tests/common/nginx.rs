@@ -167,6 +167,11 @@ impl Nginx {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The master process (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }

@@ -84,6 +84,13 @@ impl PgCluster {
         &self.bin
     }
 
+    /// The server's process (the postmaster), when this cluster is ours to run.
+    pub fn server_pid(&self) -> Option<u32> {
+        let pid_file = Path::new(&self.data_dir()).join("postmaster.pid");
+        let text = std::fs::read_to_string(pid_file).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }

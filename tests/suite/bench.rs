@@ -16,6 +16,7 @@
 //! A module of the test suite (its helpers are the suite's), one `#[ignore]`d test that
 //! prints its tables; `SHOP_BENCH=full` makes it the full run.
 
+mod cpu;
 mod orders;
 
 use crate::common;
@@ -233,10 +234,12 @@ fn the_benchmark() {
         baseline,
         Target::Ratio(0.9),
     ));
-    rows.extend(orders::on_postgres(
-        &plan, &runtime, &cluster, "bench", &proxy,
-    ));
-    rows.extend(orders::on_sqlite(&plan, &runtime));
+    let pids: Vec<u32> = shops.iter().map(Shop::pid).collect();
+    let (order_rows, order_time) =
+        orders::on_postgres(&plan, &runtime, &cluster, "bench", &proxy, &pids);
+    rows.extend(order_rows);
+    let (order_rows, sqlite_order_time) = orders::on_sqlite(&plan, &runtime);
+    rows.extend(order_rows);
     let logins = login_storm(&plan, &url);
     let backups = backup_and_restore(&url);
 
@@ -251,6 +254,8 @@ fn the_benchmark() {
     let cold: Vec<f64> = (0..plan.cold_starts).map(|_| cold_start_ms(&url)).collect();
 
     let mut report = render(&plan, &rows, &rss, &cold);
+    report += &order_time;
+    report += &sqlite_order_time;
     report += &logins;
     report += &render_big(&plan, &big_rows, &[&big, &sqlite]);
     report += &format!("\n{backups}");
@@ -1035,6 +1040,11 @@ fn pgbench(plan: &Plan, cluster: &PgCluster, database: &str, script: &str) -> Me
             "-T",
             &plan.seconds.to_string(),
             "-r",
+            // Prepared once per connection, as shop's statements are (sqlx caches them):
+            // the simple protocol plans the order's statement again every time, which
+            // halves pgbench's rate.
+            "-M",
+            "prepared",
             "-f",
         ])
         .arg(&script)

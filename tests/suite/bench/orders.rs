@@ -6,6 +6,7 @@
 //! three instances on one file behind nginx, the package's default. After each load the
 //! hot item's stock is checked: what is left + what its orders hold = the stock at first.
 
+use super::cpu::{self, Split, Stack};
 use super::{pgbench, side_by_side, wrk, Load, Measured, Plan, Row, Target};
 use crate::common;
 
@@ -93,12 +94,24 @@ end
     }
 
     /// Orders on the many items (in turns with creates), then on the hot item: the
-    /// three rates.
-    fn measure(&self, plan: &Plan) -> (Measured, Measured, Measured) {
-        let (many, create) =
-            side_by_side(plan, &self.orders(self.first, self.last), &self.creates());
-        let hot = wrk(plan, &self.orders(self.hot, self.hot));
-        (many, create, hot)
+    /// three rates; and where each of the three loads' CPU time went on `stack` (one more
+    /// run each of the first two, alone).
+    fn measure(&self, plan: &Plan, stack: &Stack) -> (Measured, Measured, Measured, Vec<Split>) {
+        let many_items = self.orders(self.first, self.last);
+        let (many, create) = side_by_side(plan, &many_items, &self.creates());
+        let (_, create_split) = cpu::split("create `POST /api/items`", plan, stack, || {
+            wrk(plan, &self.creates())
+        });
+        let (_, many_split) = cpu::split(
+            &format!("order `POST /api/orders`, {ITEMS} items"),
+            plan,
+            stack,
+            || wrk(plan, &many_items),
+        );
+        let (hot, hot_split) = cpu::split("order, one hot item", plan, stack, || {
+            wrk(plan, &self.orders(self.hot, self.hot))
+        });
+        (many, create, hot, vec![create_split, many_split, hot_split])
     }
 
     fn creates(&self) -> Load {
@@ -140,24 +153,36 @@ pub(super) fn on_postgres(
     cluster: &PgCluster,
     database: &str,
     proxy: &Nginx,
-) -> Vec<Row> {
+    shops: &[u32],
+) -> (Vec<Row>, String) {
     let market = Market::open(runtime, &proxy.url(""));
-    let (many, create, hot) = market.measure(plan);
+    let stack = Stack {
+        shops: shops.to_vec(),
+        database: cluster.server_pid(),
+        nginx: Some(proxy.pid()),
+    };
+    let (many, create, hot, mut splits) = market.measure(plan, &stack);
     let ids = cluster.psql_in(
         database,
         "SELECT buyer_id, seller_id FROM orders ORDER BY id LIMIT 1",
     );
     let (buyer_id, seller_id) = ids.trim().split_once('|').expect(&ids);
-    let bench = |first, last| {
-        pgbench(
-            plan,
-            cluster,
-            database,
-            &order_statement(first, last, buyer_id, seller_id),
-        )
+    let database_only = Stack {
+        shops: Vec::new(),
+        database: cluster.server_pid(),
+        nginx: None,
     };
-    let pg_many = bench(market.first, market.last);
-    let pg_one = bench(market.hot, market.hot);
+    let mut bench = |rows: &str, first, last| {
+        let name = format!("pgbench, the order's statement, {rows}");
+        let (measured, split) = cpu::split(&name, plan, &database_only, || {
+            let statement = order_statement(first, last, buyer_id, seller_id);
+            pgbench(plan, cluster, database, &statement)
+        });
+        splits.push(split);
+        measured
+    };
+    let pg_many = bench(&format!("{ITEMS} rows"), market.first, market.last);
+    let pg_one = bench("one row", market.hot, market.hot);
     let (left, sold) = stock_of(&|sql| cluster.psql_in(database, sql), market.hot);
     let pgbench_sold: i64 = cluster
         .psql_in(
@@ -176,7 +201,7 @@ pub(super) fn on_postgres(
         pgbench_sold > 0 && sold > pgbench_sold,
         "both sold the hot item"
     );
-    vec![
+    let rows = vec![
         Row::new(
             format!("order `POST /api/orders`, {ITEMS} items (in turns with the create)"),
             many.clone(),
@@ -198,11 +223,14 @@ pub(super) fn on_postgres(
             pg_one,
             Target::Ratio(0.7),
         ),
-    ]
+    ];
+    let title = "### Where an order's time goes, PostgreSQL: CPU time per request of each part, \
+                 the same loads run alone (pgbench prepares its statement, as shop does)";
+    (rows, cpu::render(title, &splits))
 }
 
 /// SQLite: one file, three instances behind nginx (as the package runs them).
-pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<Row> {
+pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> (Vec<Row>, String) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("orders.db").display());
     super::timed_migrate(&url);
@@ -213,7 +241,12 @@ pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<R
         .collect();
     let proxy = Nginx::start(&ports);
     let market = Market::open(runtime, &proxy.url(""));
-    let (many, create, hot) = market.measure(plan);
+    let stack = Stack {
+        shops: shops.iter().map(Shop::pid).collect(),
+        database: None,
+        nginx: Some(proxy.pid()),
+    };
+    let (many, create, hot, splits) = market.measure(plan, &stack);
     let sqlite = |sql: &str| {
         runtime.block_on(async {
             use sqlx::Connection;
@@ -226,7 +259,7 @@ pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<R
     let (left, sold) = stock_of(&sqlite, market.hot);
     market.assert_stock_kept(runtime, left, sold, &hot, "SQLite");
     drop((proxy, shops));
-    vec![
+    let rows = vec![
         Row::new(
             format!("SQLite, three instances on one file: order, {ITEMS} items (in turns with the create)"),
             many,
@@ -241,7 +274,10 @@ pub(super) fn on_sqlite(plan: &Plan, runtime: &tokio::runtime::Runtime) -> Vec<R
             create,
             Target::None,
         ),
-    ]
+    ];
+    let title = "### Where an order's time goes, SQLite (three instances on one file; the \
+                 database works inside the instances)";
+    (rows, cpu::render(title, &splits))
 }
 
 /// The hot item's stock left, and what its placed and handed-over orders hold, asked
