@@ -170,6 +170,9 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(size.max_connections)
                         .acquire_timeout(size.acquire_timeout)
+                        // A file is not a server that hangs up: no check (a hop to the
+                        // connection's thread and back) before every statement.
+                        .test_before_acquire(false)
                         .after_release(|conn, _| Box::pin(released_outside_a_transaction(conn)))
                         .connect_lazy_with(options),
                 );
@@ -296,11 +299,32 @@ fn postgres_pools(options: &PgConnectOptions, size: PoolSize) -> Pools {
     let requests = PgPoolOptions::new()
         .max_connections(size.max_connections)
         .acquire_timeout(size.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
         .connect_lazy_with(options.clone().application_name("shop"));
     Pools {
         requests: Pool::Postgres(requests),
         listener: Some(listener),
     }
+}
+
+/// How long a connection may have sat in the pool before it is checked (a round trip)
+/// on its way out: one that was idle longer may have been closed by a restarted server or
+/// a firewall, and a failed check takes the next connection, or a new one, instead. One
+/// that served a request a moment ago is taken as it is: checking every connection every
+/// time (sqlx's default) was a second round trip for every statement.
+const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The pool's check of a connection it hands out (`false` or an error: not that one).
+async fn ping_if_idle(
+    conn: &mut sqlx::PgConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if meta.idle_for >= CHECK_IF_IDLE_FOR {
+        conn.ping().await?;
+    }
+    Ok(true)
 }
 
 /// The server's clock, at the precision both databases keep (microseconds).
