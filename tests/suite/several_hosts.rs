@@ -225,6 +225,7 @@ fn five_hosts_over_tls_database_failover_upgrade_and_app_host_lost() {
     the_site_is_served_over_https_by_both_app_hosts(&site);
     the_tls_grade_has_no_high_finding(&site);
     postgresql_takes_only_tls_from_the_app_hosts(&site);
+    a_rewind_keeps_who_may_replicate(&site);
     the_firewall_refuses_everyone_else(&site);
     assert_eq!(
         site.deploy(&debs.new, &[]),
@@ -275,6 +276,31 @@ fn the_site_is_served_over_https_by_both_app_hosts(site: &Site) {
         !credentials(site.home.path()).join("web-https.crt").exists(),
         "with a certificate given, the role makes and fetches no self-signed one"
     );
+}
+
+/// pg_rewind copies pg_hba.conf from the node a returning primary rewinds from: both data
+/// nodes' files must be the same, each letting both nodes replicate, or the returning
+/// node keeps the other's list and refuses it as its standby after the next failover
+/// (seen: "no pg_hba.conf entry for replication connection from host" db2's, on db).
+fn a_rewind_keeps_who_may_replicate(site: &Site) {
+    let hba = |host: &str| {
+        site.host(host)
+            .sh("cat /var/lib/postgresql/pg_auto_failover/pg_hba.conf")
+    };
+    let (db, db2) = (hba("db"), hba("db2"));
+    assert_eq!(
+        db, db2,
+        "both data nodes say the same about who may connect"
+    );
+    for host in ["db", "db2"] {
+        let address = site.address(host);
+        assert!(
+            db.lines().any(|l| l.starts_with("hostssl")
+                && l.contains("replication")
+                && l.contains(&format!(" {address}/"))),
+            "{host} ({address}) may replicate from either node:\n{db}"
+        );
+    }
 }
 
 /// Debian's testssl.sh on the site, from the outsider's network: nothing rated HIGH or
