@@ -52,6 +52,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Judge a password's strength for a serving instance, in a process of its own (read
+    /// from standard input: the username's line, then the password)
+    #[command(name = "password-strength", hide = true)]
+    PasswordStrength,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +99,13 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A serving instance's child (`password::guessable_apart`): no configuration, no logs.
+    if matches!(cli.command, Some(Command::PasswordStrength)) {
+        return match shop::accounts::password::answer_strength_question() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let (settings, file) = match Settings::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -139,6 +150,7 @@ fn main() -> ExitCode {
             Command::Restore { path, force } => backup::restore(&settings, &path, force)
                 .await
                 .map(|()| true),
+            Command::PasswordStrength => unreachable!("answered before the configuration"),
             Command::User(command) => users(&settings, command).await.map(|()| true),
             Command::Token(command) => tokens(&settings, command).await.map(|()| true),
         }

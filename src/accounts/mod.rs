@@ -161,6 +161,25 @@ pub fn check_password(
     username: &str,
     min_chars: usize,
 ) -> Result<(), PasswordProblem> {
+    check_password_by(password, username, min_chars, password::guessable)
+}
+
+/// `check_password` as a serving instance runs it: zxcvbn in a process of its own
+/// (`password::guessable_apart`), so its lists do not stay in the instance's memory.
+pub fn check_password_apart(
+    password: &str,
+    username: &str,
+    min_chars: usize,
+) -> Result<(), PasswordProblem> {
+    check_password_by(password, username, min_chars, password::guessable_apart)
+}
+
+fn check_password_by(
+    password: &str,
+    username: &str,
+    min_chars: usize,
+    guessable: fn(&str, &str) -> bool,
+) -> Result<(), PasswordProblem> {
     let chars = password.chars().count();
     if chars < min_chars {
         return Err(PasswordProblem::TooShort { min_chars });
@@ -172,7 +191,7 @@ pub fn check_password(
     if !username.is_empty() && lower.contains(&username.to_lowercase()) {
         return Err(PasswordProblem::HasUsername);
     }
-    if password::guessable(password, username) {
+    if guessable(password, username) {
         return Err(PasswordProblem::Common);
     }
     Ok(())

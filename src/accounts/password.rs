@@ -168,6 +168,70 @@ pub fn guessable(password: &str, username: &str) -> bool {
     score.is_ok_and(|score| u8::from(score) < 2)
 }
 
+/// The hidden subcommand (`shop password-strength`) that `guessable_apart` runs.
+pub const STRENGTH_COMMAND: &str = "password-strength";
+
+/// `guessable`, judged by a short-lived process of this same binary: zxcvbn builds its
+/// lists (about 7 MiB of hash maps) on first use and keeps them for the life of the
+/// process, so a serving instance that judged one sign-up's password stayed that much
+/// larger for good. The child's start, the lists built and the process gone cost a few
+/// milliseconds a new password, beside the hash's tens. Should the child not run, the
+/// password is judged here (and the lists stay): a sign-up never fails for it.
+pub fn guessable_apart(password: &str, username: &str) -> bool {
+    match ask_a_child(password, username) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "the password strength check could not run in a process of its own; judged here"
+            );
+            guessable(password, username)
+        }
+    }
+}
+
+fn ask_a_child(password: &str, username: &str) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    // The running binary itself, even when an upgrade has replaced the file since.
+    let mut child = Command::new("/proc/self/exe")
+        .arg(STRENGTH_COMMAND)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The password goes through a pipe, never on a command line.
+        writeln!(stdin, "{username}")?;
+        stdin.write_all(password.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    match output.stdout.as_slice() {
+        b"guessable\n" => Ok(true),
+        b"fine\n" => Ok(false),
+        _ => Err(std::io::Error::other(format!(
+            "`{STRENGTH_COMMAND}` {}",
+            output.status
+        ))),
+    }
+}
+
+/// The child's side of `guessable_apart`: a username on the first line of standard input,
+/// the password after it; the verdict on standard output.
+pub fn answer_strength_question() -> std::io::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input)?;
+    let (username, password) = input.split_once('\n').unwrap_or(("", &input));
+    let verdict = if guessable(password, username) {
+        "guessable"
+    } else {
+        "fine"
+    };
+    writeln!(std::io::stdout(), "{verdict}")
+}
+
 /// The hashing threads, shared by everything in one process that hashes: a fixed few
 /// (one per core), not tokio's blocking pool (which grows to hundreds of threads under a
 /// storm), so at most that many hashes hold their 19 MiB at once.

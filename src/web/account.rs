@@ -20,7 +20,9 @@ use super::signin::ButtonForm;
 use super::templates::Frame;
 use super::AppState;
 use crate::accounts::password;
-use crate::accounts::{check_password, issue_token, sign_out_elsewhere, token_name, TokenLifetime};
+use crate::accounts::{
+    check_password_apart, issue_token, sign_out_elsewhere, token_name, TokenLifetime,
+};
 use crate::ids::TokenId;
 use crate::items::FieldErrors;
 
@@ -176,7 +178,7 @@ pub async fn change_password(
     let name = user.username.clone();
     let hashed = state
         .hasher
-        .run(move || check_password(&new, &name, min).map(|()| password::hash(&new)))
+        .run(move || check_password_apart(&new, &name, min).map(|()| password::hash(&new)))
         .await?;
     let hash = match hashed {
         Ok(hash) => hash,

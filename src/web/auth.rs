@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -17,7 +17,7 @@ use chrono::Utc;
 use super::cookies;
 use super::csrf::{self, CsrfCookie};
 use super::error::AppError;
-use super::templates::Frame;
+use super::templates::{FormToken, Frame};
 use super::AppState;
 use crate::accounts::secrets::{self, SessionHash};
 use crate::accounts::User;
@@ -108,18 +108,21 @@ pub async fn resolve_session(
         },
     };
     // A seller's header counts the orders waiting for them (a badge: when it cannot be
-    // read, the page still shows, without it).
+    // read, the page still shows, without it). Read for the pages a browser asks for, not
+    // for its posts: those answer with a redirect (a form shown again with its errors
+    // goes without the badge until the next page).
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     let waiting_sales = match viewer.user() {
-        Some(user) => state
+        Some(user) if reads => state
             .store
             .count_placed_orders_of(user.id)
             .await
             .unwrap_or(0),
-        None => 0,
+        _ => 0,
     };
     let mut frame = Frame {
         username: viewer.user().map(|u| u.username.clone()),
-        csrf_token: String::new(),
+        csrf_token: FormToken::default(),
         waiting_sales,
     };
     if let Some(cookie) = request.extensions_mut().get_mut::<CsrfCookie>() {

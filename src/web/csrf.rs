@@ -12,12 +12,15 @@ use axum::extract::{Form, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, OnceLock};
+
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
 use super::cookies;
 use super::error::AppError;
+use super::templates::FormToken;
 use super::AppState;
 use crate::accounts::secrets::{self, SessionHash};
 
@@ -72,21 +75,33 @@ impl CsrfKey {
     }
 }
 
-/// The browser's CSRF cookie for this request (freshly made when it sent none).
+/// The browser's CSRF cookie for this request: the one it sent, or one made the first time
+/// a page asks for a form token (an anonymous reader of the list asks for none, so none is
+/// made, signed or sent for them).
 #[derive(Debug, Clone)]
 pub struct CsrfCookie {
-    pub value: String,
-    pub is_new: bool,
+    sent: Option<String>,
+    /// Made for a browser that sent none, once, when a form needs it; shared by the
+    /// request's copies so that the token and the `Set-Cookie` agree.
+    minted: Arc<OnceLock<String>>,
     /// The signed-in session the tokens are tied to; set by `auth`.
     pub session: Option<SessionHash>,
 }
 
 impl CsrfCookie {
+    /// The cookie's value (made now when the browser sent none).
+    fn value(&self) -> &str {
+        match &self.sent {
+            Some(sent) => sent,
+            None => self.minted.get_or_init(secrets::random_hex),
+        }
+    }
+
     /// What the tokens sign: the cookie, and the session once there is one.
     fn binding(&self) -> String {
         match &self.session {
-            Some(session) => format!("{}:{}", self.value, session.as_str()),
-            None => self.value.clone(),
+            Some(session) => format!("{}:{}", self.value(), session.as_str()),
+            None => self.value().to_owned(),
         }
     }
 
@@ -98,24 +113,24 @@ impl CsrfCookie {
         session: Option<SessionHash>,
     ) -> Option<CsrfCookie> {
         cookies::csrf_value(headers, https).map(|value| CsrfCookie {
-            value,
-            is_new: false,
+            sent: Some(value),
+            minted: Arc::default(),
             session,
         })
     }
 
     fn from_headers(headers: &HeaderMap, https: bool) -> CsrfCookie {
         CsrfCookie::sent(headers, https, None).unwrap_or_else(|| CsrfCookie {
-            value: secrets::random_hex(),
-            is_new: true,
+            sent: None,
+            minted: Arc::default(),
             session: None,
         })
     }
 }
 
-/// Page-router layer: make sure the request has a CSRF cookie, and hand a new one to the
-/// browser with the response. Over HTTPS (as a trusted proxy tells) the cookie is the
-/// `__Host-` one, and `Secure`.
+/// Page-router layer: hand the request its CSRF cookie, and a browser that sent none the
+/// one made for it, if a page made one. Over HTTPS (as a trusted proxy tells) the cookie
+/// is the `__Host-` one, and `Secure`.
 pub async fn ensure_cookie(
     State(state): State<AppState>,
     mut request: Request,
@@ -123,10 +138,11 @@ pub async fn ensure_cookie(
 ) -> Response {
     let https = state.proxies.came_over_https(&request);
     let cookie = CsrfCookie::from_headers(request.headers(), https);
-    request.extensions_mut().insert(cookie.clone());
+    let minted = Arc::clone(&cookie.minted);
+    request.extensions_mut().insert(cookie);
     let mut response = next.run(request).await;
-    if cookie.is_new {
-        cookies::set_csrf(&mut response, &cookie.value, https);
+    if let Some(value) = minted.get() {
+        cookies::set_csrf(&mut response, value, https);
     }
     response
 }
@@ -260,16 +276,17 @@ where
     }
 }
 
-/// The token to embed in the forms of this response.
-pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> String {
-    state.csrf.token_for(&cookie.binding())
+/// The token to embed in the forms of this response, signed when first asked for.
+pub fn form_token(state: &AppState, cookie: &CsrfCookie) -> FormToken {
+    let (key, cookie) = (Arc::clone(&state.csrf), cookie.clone());
+    FormToken::new(move || key.token_for(&cookie.binding()))
 }
 
 /// The one check of a form token, for the forms and the API's cookie writers alike: the
 /// browser sent its cookie (not one made for this request) and the token signs it (and
 /// the session it is tied to).
 pub fn verify(state: &AppState, cookie: &CsrfCookie, token: Option<&str>) -> bool {
-    !cookie.is_new && token.is_some_and(|t| state.csrf.verify(&cookie.binding(), t))
+    cookie.sent.is_some() && token.is_some_and(|t| state.csrf.verify(&cookie.binding(), t))
 }
 
 /// What a form whose token does not hold is told.

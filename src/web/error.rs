@@ -256,6 +256,14 @@ pub async fn render_errors(
     } else {
         error_page(&state, status, &report, &request_id, &frame)
     };
+    // A signed-in visitor's error page names them and carries their form token: theirs
+    // alone (an error status may be kept by a cache that is not told otherwise).
+    if frame.username.is_some() && !parts.headers.contains_key(header::CACHE_CONTROL) {
+        parts.headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
     let (body_parts, body) = body.into_parts();
     parts.headers.insert(
         header::CONTENT_TYPE,

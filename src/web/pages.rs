@@ -221,7 +221,8 @@ pub async fn list_items(
         Some(name) => (
             format!(
                 "page\u{1f}{name}\u{1f}{}\u{1f}{}",
-                frame.csrf_token, frame.waiting_sales
+                frame.signed_in_token(),
+                frame.waiting_sales
             ),
             CacheControl::PerBrowser,
         ),
@@ -302,7 +303,7 @@ pub async fn show_item(
     // placed an order moved the item's version (in `item`), so it is never served again.
     let tag = ETag::of(&[
         format!("{item:?}").as_bytes(),
-        frame.csrf_token.as_bytes(),
+        frame.signed_in_token().as_bytes(),
         who.as_bytes(),
         &[u8::from(can_change), u8::from(can_buy)],
         &frame.waiting_sales.to_le_bytes(),

@@ -20,7 +20,7 @@ use super::templates::Frame;
 use super::AppState;
 use crate::accounts::password;
 use crate::accounts::secrets::{self, SessionHash};
-use crate::accounts::{check_password, login_key, User, Username};
+use crate::accounts::{check_password_apart, login_key, User, Username};
 use crate::config::Signup;
 use crate::items::FieldErrors;
 
@@ -80,6 +80,7 @@ impl Credentials {
     ) -> Result<Html<String>, AppError> {
         let mut context = tera::Context::new();
         frame.insert_into(&mut context);
+        frame.insert_form_token(&mut context);
         let (heading, action, submit, autocomplete) = match self {
             Credentials::Signup => ("Make an account", "/signup", "Sign up", "new-password"),
             Credentials::Login => ("Log in", "/login", "Log in", "current-password"),
@@ -155,7 +156,9 @@ pub async fn signup(
         .map_or_else(|| typed.trim().to_owned(), |n| n.as_str().to_owned());
     let hashed = state
         .hasher
-        .run(move || check_password(&secret, &checked_name, min).map(|()| password::hash(&secret)))
+        .run(move || {
+            check_password_apart(&secret, &checked_name, min).map(|()| password::hash(&secret))
+        })
         .await?;
     let hash = hashed
         .map_err(|problem| errors.insert("password", problem.to_string()))

@@ -3,6 +3,8 @@
 
 use tera::{Context, Tera};
 
+use std::sync::{Arc, OnceLock};
+
 use super::hash::Fnv1a;
 
 pub const STYLESHEET: &str = include_str!("templates/shop.css");
@@ -55,21 +57,74 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// What the header of every page shows (who is signed in) and the form token the page's
-/// forms carry (the header's "Log out" is one of them).
+/// forms carry (the signed-in header's "Log out" is one of them).
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     pub username: Option<String>,
-    pub csrf_token: String,
+    pub csrf_token: FormToken,
     /// How many orders of the viewer's items wait for hand-over (the header says so).
     pub waiting_sales: i64,
 }
 
 impl Frame {
-    /// Put the frame into a template's context.
+    /// Put the frame into a template's context: the form token only for somebody signed
+    /// in (every form but the login and sign-up ones is theirs alone, and those two ask
+    /// with `insert_form_token`), so an anonymous reader's page makes and signs nothing.
     pub fn insert_into(&self, context: &mut tera::Context) {
         context.insert("viewer", &self.username);
-        context.insert("csrf_token", &self.csrf_token);
         context.insert("waiting_sales", &self.waiting_sales);
+        if self.username.is_some() {
+            self.insert_form_token(context);
+        }
+    }
+
+    /// Put the form token into a template's context (made now, with the CSRF cookie, for
+    /// a browser that has none).
+    pub fn insert_form_token(&self, context: &mut tera::Context) {
+        context.insert("csrf_token", self.csrf_token.get());
+    }
+
+    /// The token the page's forms carry, as part of its `ETag`: none for an anonymous
+    /// reader (whose pages have no form of theirs).
+    pub fn signed_in_token(&self) -> &str {
+        if self.username.is_some() {
+            self.csrf_token.get()
+        } else {
+            ""
+        }
+    }
+}
+
+/// The form token a page embeds, made (and the CSRF cookie with it, for a browser that
+/// sent none: `csrf::form_token`) the first time a page asks for it.
+#[derive(Clone, Default)]
+pub struct FormToken(Option<Arc<LazyToken>>);
+
+struct LazyToken {
+    make: Box<dyn Fn() -> String + Send + Sync>,
+    made: OnceLock<String>,
+}
+
+impl FormToken {
+    pub fn new(make: impl Fn() -> String + Send + Sync + 'static) -> FormToken {
+        FormToken(Some(Arc::new(LazyToken {
+            make: Box::new(make),
+            made: OnceLock::new(),
+        })))
+    }
+
+    /// The token (made on the first call); empty outside the page router.
+    pub fn get(&self) -> &str {
+        match &self.0 {
+            Some(lazy) => lazy.made.get_or_init(|| (lazy.make)()),
+            None => "",
+        }
+    }
+}
+
+impl std::fmt::Debug for FormToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FormToken")
     }
 }
 

@@ -1026,3 +1026,56 @@ async fn postgres_instances_remember_sessions_and_hear_every_change() {
     .await;
     println!("logout on one instance refused on the other after {took:?}");
 }
+
+/// Resident memory of a process, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A password is judged (zxcvbn's word lists, about 7 MiB of tables once built) in a
+/// process of its own: an instance that has judged new passwords is no larger than it was
+/// (within 1 MiB) before, when it had served pages and hashed a login's password. And it
+/// still judges them: a common one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judging_passwords_leaves_no_word_lists_behind() {
+    let db = TestDb::new(Backend::Sqlite);
+    let other = Shop::start(&db.url, &[]);
+    Seller::sign_up(&other.url, "olga").await;
+    let shop = Shop::start(&db.url, &[]);
+    // Warm: pages, the form's token, a login's hash on a hashing thread.
+    for path in ["/items", "/signup", "/login"] {
+        assert_eq!(
+            client().get(shop.url(path)).send().await.unwrap().status(),
+            200
+        );
+    }
+    Seller::log_in(&shop.url, "olga", PASSWORD).await.unwrap();
+    let before = resident_kib(shop.pid());
+    for name in ["pia", "quinn", "rosa"] {
+        Seller::sign_up(&shop.url, name).await;
+    }
+    let Err((status, page)) = Seller::try_sign_up(&shop.url, "sam", "password1").await else {
+        panic!("a common password is refused");
+    };
+    assert_eq!(status, 422);
+    assert!(page.contains("most common"), "{page}");
+    let after = resident_kib(shop.pid());
+    eprintln!("resident: {before} KiB before four sign-ups, {after} KiB after");
+    assert!(
+        after <= before + 1024,
+        "four sign-ups left {} KiB behind ({before} → {after} KiB)",
+        after.saturating_sub(before)
+    );
+    assert!(
+        !shop
+            .logs()
+            .contains("could not run in a process of its own"),
+        "{}",
+        shop.logs()
+    );
+}

@@ -18,6 +18,7 @@
 
 mod cpu;
 mod orders;
+mod releases;
 
 use crate::common;
 
@@ -99,19 +100,17 @@ fn the_benchmark() {
     }
     let cluster = PgCluster::start();
     let url = cluster.create_database("bench");
-    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    let shops: Vec<Shop> = ports
-        .iter()
-        .map(|p| Shop::start(&url, &[("SHOP_SERVER__LISTEN", &format!("127.0.0.1:{p}"))]))
-        .collect();
-    let proxy = Nginx::start(&ports);
-    let direct = format!("http://127.0.0.1:{}", ports[0]);
-    seed_postgres(&cluster, 1, 1_000);
+    let trio = releases::Trio::start(None, &url, cluster.server_pid());
+    let (shops, proxy) = (&trio.shops, &trio.proxy);
+    let direct = shops[0].url("");
+    seed_postgres(&cluster, "bench", 1, 1_000);
     // A seller (signed in through nginx) for the pages and writes that need one.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seller = runtime.block_on(common::Seller::sign_up(&proxy.url(""), "bench"));
     let token = runtime.block_on(seller.api_token(&proxy.url("")));
     let signed_in = format!("Cookie: {}", seller.cookie);
+    // First, on the 1,000 items alone: this tree beside the previous release.
+    let releases = releases::compare(&plan, &runtime, &cluster, &trio, (&seller, &token));
 
     // The form page's bytes, served by nginx as a plain file: the ceiling of the proxy path.
     let form_page = http_get_body(&proxy.url("/"), &signed_in);
@@ -199,44 +198,19 @@ fn the_benchmark() {
         insert,
         Target::Rate(6.0 * ANCESTOR_CREATE_PER_SEC),
     ));
-    // Today's create rate: the previous release (before accounts: anonymous writes), three
-    // instances behind nginx on a database of its own, sent the very same requests.
-    let api_create = Load::get(&proxy.url("/api/items")).script(&api_create_script(&token));
-    let (baseline_name, api_create_rate, baseline) = match previous_release_binary() {
-        Some((binary, _unpacked)) => {
-            let url = cluster.create_database("previous");
-            let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-            let _shops: Vec<Shop> = ports
-                .iter()
-                .map(|p| {
-                    let listen = format!("127.0.0.1:{p}");
-                    Shop::start_build(&binary, &url, &[("SHOP_SERVER__LISTEN", &listen)])
-                })
-                .collect();
-            let previous = Nginx::start(&ports);
-            let load = Load::get(&previous.url("/api/items")).script(&api_create_script(&token));
-            let (ours, theirs) = side_by_side(&plan, &api_create, &load);
-            ("the previous release's, no accounts", ours, theirs)
-        }
-        None => {
-            let ours = wrk(&plan, &api_create);
-            (
-                "the form's create (no previous release built)",
-                ours,
-                create,
-            )
-        }
-    };
     rows.push(Row::new(
-        "create `POST /api/items` with an API token (in turns with the previous release)",
-        api_create_rate,
-        baseline_name,
-        baseline,
-        Target::Ratio(0.9),
+        "create `POST /api/items` with an API token",
+        wrk(
+            &plan,
+            &Load::get(&proxy.url("/api/items")).script(&api_create_script(&token)),
+        ),
+        "the form's create",
+        create,
+        Target::None,
     ));
     let pids: Vec<u32> = shops.iter().map(Shop::pid).collect();
     let (order_rows, order_time) =
-        orders::on_postgres(&plan, &runtime, &cluster, "bench", &proxy, &pids);
+        orders::on_postgres(&plan, &runtime, &cluster, "bench", proxy, &pids);
     rows.extend(order_rows);
     let (order_rows, sqlite_order_time) = orders::on_sqlite(&plan, &runtime);
     rows.extend(order_rows);
@@ -254,6 +228,7 @@ fn the_benchmark() {
     let cold: Vec<f64> = (0..plan.cold_starts).map(|_| cold_start_ms(&url)).collect();
 
     let mut report = render(&plan, &rows, &rss, &cold);
+    report += &releases.render();
     report += &order_time;
     report += &sqlite_order_time;
     report += &logins;
@@ -275,8 +250,16 @@ fn the_benchmark() {
         println!("written to {}", path.display());
     }
     let all_rows: Vec<&Row> = rows.iter().chain(big_rows.iter()).collect();
-    let failures = sanity_failures(&all_rows, &rss, &cold);
-    drop((proxy, proxy_to_static, static_nginx, shops, sqlite));
+    let mut failures = sanity_failures(&all_rows, &rss, &cold);
+    for (name, measured) in releases.measured() {
+        if measured.errors > 0 || measured.rate <= 0.0 {
+            failures.push(format!(
+                "{name}: {} errors, {:.0}/s",
+                measured.errors, measured.rate
+            ));
+        }
+    }
+    drop((proxy_to_static, static_nginx, trio, sqlite));
     println!(
         "{} passed, {} failed",
         1 - usize::from(!failures.is_empty()),
@@ -396,7 +379,7 @@ impl BigTable {
             .parse()
             .unwrap();
         cluster.psql_in(database, "DROP INDEX items_search");
-        seed_postgres(cluster, have + 1, plan.big.saturating_sub(have));
+        seed_postgres(cluster, database, have + 1, plan.big.saturating_sub(have));
         let index = common::search_index_migration();
         cluster.psql_in(
             database,
@@ -661,12 +644,12 @@ fn seeded_description(n_column: &str, first: u32, count: u32, rare: bool) -> Str
 
 /// Items `first ..= first + count - 1`, one second apart going back from now.
 /// (The first 1,000 have no rare word; the rest, up to the big table, have it ten times.)
-fn seed_postgres(cluster: &PgCluster, first: u32, count: u32) {
+fn seed_postgres(cluster: &PgCluster, database: &str, first: u32, count: u32) {
     if count == 0 {
         return;
     }
     cluster.psql_in(
-        "bench",
+        database,
         &format!(
             "INSERT INTO items (name, quantity, description, date_added) \
              SELECT 'seeded item ' || g, g % 1000, {description}, \

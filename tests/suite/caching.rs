@@ -142,8 +142,9 @@ async fn repeat_views_cost_nothing_until_any_instance_writes(backend: Backend) {
     );
 }
 
-/// An item's page embeds the browser's form token: its tag is per browser (`Vary: Cookie`),
-/// and moves when the item changes.
+/// An item's page embeds a signed-in browser's form token: its tag is per browser
+/// (`Vary: Cookie`), and moves when the item changes. An anonymous reader's page has no
+/// form of theirs: nothing is made for them (no cookie), and every such reader shares it.
 async fn item_pages_are_validated_per_browser(backend: Backend) {
     let (_db, a, b, item) = two_instances_with_a_lamp(backend).await;
     let path = format!("/items/{}", item["id"]);
@@ -151,25 +152,32 @@ async fn item_pages_are_validated_per_browser(backend: Backend) {
     let first = client().get(a.url(&path)).send().await.unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()[VARY], "Cookie");
-    let cookie = first.headers()[SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let (status, tag, _) = get(&a.url(&path), Some(&cookie), None).await;
+    assert!(
+        first.headers().get(SET_COOKIE).is_none(),
+        "an anonymous reader is handed no cookie"
+    );
+    let (status, tag, _) = get(&a.url(&path), None, None).await;
     assert_eq!(status, 200);
     assert_eq!(
-        get(&b.url(&path), Some(&cookie), Some(&tag)).await.0,
+        get(&b.url(&path), None, Some(&tag)).await.0,
+        304,
+        "another anonymous reader, the same item"
+    );
+    let seller = common::Seller::sign_up(&a.url(""), "sid").await;
+    let (status, signed_in_tag, _) = get(&a.url(&path), Some(&seller.cookie), Some(&tag)).await;
+    assert_eq!(
+        status, 200,
+        "a signed-in browser's page carries its own token"
+    );
+    assert_eq!(
+        get(&b.url(&path), Some(&seller.cookie), Some(&signed_in_tag))
+            .await
+            .0,
         304,
         "same browser, same item"
     );
-    assert_eq!(
-        get(&b.url(&path), None, Some(&tag)).await.0,
-        200,
-        "another browser has another token"
-    );
+    let cookie = seller.cookie.clone();
+    let tag = signed_in_tag;
 
     let edited = client()
         .put(b.url(&format!("/api/items/{}", item["id"])))

@@ -718,7 +718,7 @@ async fn redirects_ignore_the_host_header(backend: Backend) {
 async fn the_form_cookie_is_secure_when_the_proxy_says_https() {
     let (_db, shop) = start(Backend::Sqlite);
     let cookie_for = |proto: Option<&'static str>| {
-        let mut request = client().get(shop.url("/"));
+        let mut request = client().get(shop.url("/login"));
         if let Some(proto) = proto {
             request = request.header("x-forwarded-proto", proto);
         }

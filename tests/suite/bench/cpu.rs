@@ -61,6 +61,45 @@ pub(super) fn split(
     (measured, split)
 }
 
+impl Split {
+    /// Rounds of one load as one: each part's CPU per request over all their requests
+    /// (rounds of equal length: weighed by their rates).
+    pub(super) fn of_rounds(rounds: Vec<Split>) -> Split {
+        let total: f64 = rounds
+            .iter()
+            .map(|r| r.rate)
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let weighed = |part: fn(&Split) -> Option<f64>| -> Option<f64> {
+            rounds
+                .iter()
+                .map(|r| Some(part(r)? * r.rate))
+                .sum::<Option<f64>>()
+                .map(|sum| sum / total)
+        };
+        Split {
+            load: rounds.first().map_or_else(String::new, |r| r.load.clone()),
+            rate: total / rounds.len().max(1) as f64,
+            shop: weighed(|r| r.shop),
+            database: weighed(|r| r.database),
+            nginx: weighed(|r| r.nginx),
+            generator: weighed(|r| Some(r.generator)).unwrap_or_default(),
+        }
+    }
+
+    /// "instances · database · nginx", microseconds per request ("–" for a part the
+    /// stack has not).
+    pub(super) fn parts_text(&self) -> String {
+        let cell = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
+        format!(
+            "{} · {} · {}",
+            cell(self.shop),
+            cell(self.database),
+            cell(self.nginx)
+        )
+    }
+}
+
 /// The splits as a table: microseconds of CPU per request, and how many of the machine's
 /// cores the load kept busy.
 pub(super) fn render(title: &str, splits: &[Split]) -> String {
