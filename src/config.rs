@@ -61,6 +61,9 @@ pub struct ServerSettings {
     /// the file; in `SHOP_SERVER__TRUSTED_PROXIES`, addresses separated by commas.
     #[serde(deserialize_with = "addresses")]
     pub trusted_proxies: Vec<IpAddr>,
+    /// How much of the anonymous list pages, rendered, an instance keeps to send again
+    /// while the data has not changed, in KiB (0: render every one).
+    pub page_cache_kib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +399,9 @@ impl ServerSettings {
     pub fn idle_exit_after(&self) -> Option<Duration> {
         (self.idle_exit_after_secs > 0).then(|| Duration::from_secs(self.idle_exit_after_secs))
     }
+    pub fn page_cache_bytes(&self) -> usize {
+        self.page_cache_kib.saturating_mul(1024)
+    }
 }
 
 /// The top-level keys: `SHOP_<KEY>…` variables for anything else are not settings.
@@ -439,6 +445,7 @@ shutdown_timeout_secs = 20
 keepalive_idle_secs = 75
 idle_exit_after_secs = 0
 trusted_proxies = []
+page_cache_kib = 1024
 
 [database]
 url = "sqlite:shop.db"

@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::hash::Fnv1a;
+use super::page_cache::PageKey;
 use super::templates;
 use crate::db::{Store, StoreResult};
 use crate::items::ListQuery;
@@ -34,13 +35,19 @@ impl ETag {
     /// A list's tag: the data's version (read first, so the list read after it is never
     /// older than its tag), which list (`flavour`: the page or the API's JSON) and its query.
     pub async fn of_list(store: &Store, flavour: &str, query: &ListQuery) -> StoreResult<ETag> {
+        Ok(ETag::of_list_keyed(store, flavour, query).await?.0)
+    }
+
+    /// `of_list`, and the same parts in full: the key the page is kept by once rendered.
+    pub async fn of_list_keyed(
+        store: &Store,
+        flavour: &str,
+        query: &ListQuery,
+    ) -> StoreResult<(ETag, PageKey)> {
         let version = store.data_version().await?;
         let query = format!("{query:?}");
-        Ok(ETag::of(&[
-            flavour.as_bytes(),
-            version.as_bytes(),
-            query.as_bytes(),
-        ]))
+        let tag = ETag::of(&[flavour.as_bytes(), version.as_bytes(), query.as_bytes()]);
+        Ok((tag, PageKey::new(flavour, &version, &query)))
     }
 
     /// The 304 for a request whose `If-None-Match` names this tag; `None`: send the page.

@@ -5,7 +5,8 @@
 //! do), `api` and `order_api` (JSON), with what both order faces share in `orders`; `auth`
 //! says who is asking and `extract` what they ask about (and whether they may change
 //! it); `health` answers the probes, `metrics` Prometheus; `cache` makes the validators
-//! of conditional GETs; `rows` writes the list's table; `cookies`, `csrf`, `forwarded`,
+//! of conditional GETs and `page_cache` keeps the anonymous list pages; `rows` writes the
+//! list's table; `cookies`, `csrf`, `forwarded`,
 //! `hash`, `middleware` and `error` are the plumbing.
 
 mod account;
@@ -26,6 +27,7 @@ pub mod middleware;
 mod order_api;
 mod order_pages;
 mod orders;
+mod page_cache;
 mod pages;
 mod password_check;
 mod rows;
@@ -48,6 +50,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use csrf::CsrfKey;
 pub use forwarded::TrustedProxies;
 pub use metrics::Metrics;
+use page_cache::PageCache;
 use templates::{stylesheet_path, Templates, FAVICON, FAVICON_PATH, STYLESHEET};
 
 use crate::accounts::password::Hasher;
@@ -67,6 +70,7 @@ pub struct AppState {
     hasher: Hasher,
     accounts: Arc<AccountSettings>,
     currency: Currency,
+    pages: Arc<PageCache>,
 }
 
 impl AppState {
@@ -90,7 +94,14 @@ impl AppState {
             hasher: Hasher::per_core(),
             accounts: Arc::new(accounts),
             currency,
+            pages: Arc::new(PageCache::new(0)),
         })
+    }
+
+    /// Keep up to `bytes` of rendered anonymous list pages (`page_cache`).
+    pub fn with_page_cache(mut self, bytes: usize) -> AppState {
+        self.pages = Arc::new(PageCache::new(bytes));
+        self
     }
 }
 

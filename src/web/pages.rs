@@ -1,6 +1,7 @@
 //! The HTML pages: the add-an-item form, the list (at `/items` and the ancestor's
 //! `/success`), an item's page, editing and deleting. Every redirect is relative.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -227,9 +228,15 @@ pub async fn list_items(
             CacheControl::PerBrowser,
         ),
     };
-    let tag = ETag::of_list(&state.store, &flavour, &query).await?;
+    let (tag, key) = ETag::of_list_keyed(&state.store, &flavour, &query).await?;
     if let Some(not_modified) = tag.answer(&request, cache) {
         return Ok(not_modified);
+    }
+    // Every anonymous reader is sent the same page: rendered once for each version of
+    // the data (and query), not once for each reader.
+    let shared = cache == CacheControl::Shared;
+    if let Some(page) = state.pages.get(&key).filter(|_| shared) {
+        return Ok(tag.label(Html(page).into_response(), cache));
     }
     let page = state.store.list_items(&query).await?;
     let mut context = tera::Context::new();
@@ -241,8 +248,11 @@ pub async fn list_items(
     let (prev_url, next_url) = neighbour_urls(&query, &page);
     context.insert("prev_url", &prev_url);
     context.insert("next_url", &next_url);
-    let html = Html(list_page(&state, &context, &page.items)?);
-    Ok(tag.label(html.into_response(), cache))
+    let html = Bytes::from(list_page(&state, &context, &page.items)?);
+    if shared {
+        state.pages.put(key, html.clone());
+    }
+    Ok(tag.label(Html(html).into_response(), cache))
 }
 
 /// The links to the newer and the older page: each starts next to this page's first or

@@ -33,12 +33,22 @@ pub(super) struct Trio {
 
 impl Trio {
     pub fn start(binary: Option<&std::path::Path>, url: &str, database: Option<u32>) -> Trio {
+        Trio::start_with(binary, url, database, &[])
+    }
+
+    fn start_with(
+        binary: Option<&std::path::Path>,
+        url: &str,
+        database: Option<u32>,
+        more: &[(&str, &str)],
+    ) -> Trio {
         let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
         let shops: Vec<Shop> = ports
             .iter()
             .map(|p| {
                 let listen = format!("127.0.0.1:{p}");
-                let settings = [("SHOP_SERVER__LISTEN", listen.as_str())];
+                let mut settings = vec![("SHOP_SERVER__LISTEN", listen.as_str())];
+                settings.extend_from_slice(more);
                 match binary {
                     Some(binary) => Shop::start_build(binary, url, &settings),
                     None => Shop::start(url, &settings),
@@ -154,6 +164,7 @@ pub(super) fn compare(
             seller.name
         ),
     );
+    cluster.psql_in("bench", "VACUUM ANALYZE items");
     let previous = super::previous_release_binary().map(|(binary, unpacked)| {
         let url = cluster.create_database("previous");
         // Its own schema first (its instances migrate it), then the same items.
@@ -168,6 +179,11 @@ pub(super) fn compare(
     let sqlite = Trio::start(None, &sqlite_url, None);
     sqlite.sign_up_on_each(runtime);
     let (sqlite_seller, sqlite_token) = sqlite.seller(runtime);
+    // The same instances' work without the rendered pages kept: every list rendered.
+    let render_every = [("SHOP_SERVER__PAGE_CACHE_KIB", "0")];
+    let this_url = this.shops[0].database_url.clone();
+    let this_rendering = Trio::start_with(None, &this_url, cluster.server_pid(), &render_every);
+    let sqlite_rendering = Trio::start_with(None, &sqlite_url, None, &render_every);
 
     let list = |trio: &Trio| Load::get(&trio.proxy.url(LIST_1000));
     let form_create = |trio: &Trio, cookie: &str| {
@@ -178,11 +194,17 @@ pub(super) fn compare(
         Load::get(&trio.proxy.url("/api/items")).script(&super::api_create_script(token))
     };
     type Theirs<'a> = Box<dyn Fn(&Trio) -> Load + 'a>;
-    let loads: [(&'static str, Load, Load, Theirs); 3] = [
+    let loads: [(&'static str, Load, Load, Theirs); 4] = [
         (
             "list, 1,000 rows, anonymous `GET /items?per_page=1000`",
             list(this),
             list(&sqlite),
+            Box::new(list),
+        ),
+        (
+            "the same list, rendered for every request (`page_cache_kib = 0`)",
+            list(&this_rendering),
+            list(&sqlite_rendering),
             Box::new(list),
         ),
         (
@@ -199,26 +221,33 @@ pub(super) fn compare(
         ),
     ];
     let mut scenarios = Vec::new();
-    for (name, ours, on_sqlite, theirs) in loads {
+    for (n, (name, ours, on_sqlite, theirs)) in loads.into_iter().enumerate() {
+        let (ours_on, sqlite_on) = if n == 1 {
+            (&this_rendering, &sqlite_rendering)
+        } else {
+            (this, &sqlite)
+        };
         let (this_side, previous_side) = match &previous {
             Some((trio, _)) => {
                 let (a, b) = in_turns(
                     plan,
                     name,
-                    (&ours, &this.stack()),
+                    (&ours, &ours_on.stack()),
                     (&theirs(trio), &trio.stack()),
                 );
                 (a, Some(b))
             }
-            None => (Side::alone(plan, name, &ours, &this.stack()), None),
+            None => (Side::alone(plan, name, &ours, &ours_on.stack()), None),
         };
         scenarios.push(Scenario {
             name,
             previous: previous_side,
             this: this_side,
-            sqlite: Side::alone(plan, name, &on_sqlite, &sqlite.stack()),
+            sqlite: Side::alone(plan, name, &on_sqlite, &sqlite_on.stack()),
         });
     }
+    // Memory once the loads are over: after the instances' next hand-back of free memory.
+    std::thread::sleep(super::SETTLE);
     Comparison {
         scenarios,
         rss_previous: previous.as_ref().map(|(t, _)| t.rss()).unwrap_or_default(),
@@ -228,7 +257,7 @@ pub(super) fn compare(
 }
 
 /// A browser's first visit to `url`: the CSRF cookie it is handed (`name=value`).
-fn csrf_cookie_of(url: &str) -> String {
+pub(super) fn csrf_cookie_of(url: &str) -> String {
     let out = Command::new("curl")
         .args(["-s", "-i", url])
         .output()
@@ -302,6 +331,7 @@ impl Comparison {
             .unwrap();
         }
         let list = &self.scenarios[0];
+        let rendered = &self.scenarios[1];
         let mib = |v: &[f64]| {
             if v.is_empty() {
                 "–".to_owned()
@@ -325,6 +355,7 @@ impl Comparison {
              | … this tree, PostgreSQL (each instance signed a user up) | {} MiB | |\n\
              | … this tree, SQLite (each instance signed a user up) | {} MiB | all ≤ 20 MiB: {} |\n\
              | the list's rate, this tree ÷ the previous release | {} | ≥ 95%: {} |\n\
+             | … rendered for every request, this tree ÷ the previous release | {} | |\n\
              | the list's rate on SQLite ÷ on PostgreSQL | {:.0}% | ≥ 50%: {} |\n",
             mib(&self.rss_previous),
             mib(&self.rss_this),
@@ -335,6 +366,13 @@ impl Comparison {
                 list.this.measured.rate / p.measured.rate * 100.0
             )),
             list_kept.map_or("not measured (no previous release built)", verdict),
+            rendered
+                .previous
+                .as_ref()
+                .map_or("–".to_owned(), |p| format!(
+                    "{:.0}%",
+                    rendered.this.measured.rate / p.measured.rate * 100.0
+                )),
             sqlite_share * 100.0,
             verdict(sqlite_share >= 0.5),
         )
