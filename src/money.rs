@@ -74,23 +74,44 @@ impl Currency {
 
     /// `minor` written as the currency is, without the code: `12.50`, `1200`, `1.250`.
     pub fn amount(&self, minor: i64) -> String {
-        let sign = if minor < 0 { "-" } else { "" };
+        let mut text = String::with_capacity(16);
+        self.write_amount(&mut text, minor);
+        text
+    }
+
+    /// `amount`, written onto `out` (the list writes one a row: no allocation of its own).
+    fn write_amount(&self, out: &mut String, minor: i64) {
+        if minor < 0 {
+            out.push('-');
+        }
         let minor = minor.unsigned_abs();
         let scale = self.scale().unsigned_abs();
-        match self.digits {
-            0 => format!("{sign}{minor}"),
-            digits => format!(
-                "{sign}{}.{:0width$}",
-                minor / scale,
-                minor % scale,
-                width = digits as usize
-            ),
+        let mut digits = itoa::Buffer::new();
+        if self.digits == 0 {
+            out.push_str(digits.format(minor));
+            return;
         }
+        out.push_str(digits.format(minor / scale));
+        out.push('.');
+        let fraction = digits.format(minor % scale);
+        for _ in fraction.len()..self.digits as usize {
+            out.push('0');
+        }
+        out.push_str(fraction);
     }
 
     /// `minor` with the code: `12.50 EUR`.
     pub fn show(&self, minor: i64) -> String {
-        format!("{} {}", self.amount(minor), self.code)
+        let mut text = String::with_capacity(20);
+        self.write_shown(&mut text, minor);
+        text
+    }
+
+    /// `show`, written onto `out`.
+    pub fn write_shown(&self, out: &mut String, minor: i64) {
+        self.write_amount(out, minor);
+        out.push(' ');
+        out.push_str(self.code);
     }
 
     /// Read a price as a person types it: `12`, `12.5`, `12.50` (a comma for the point is

@@ -11,13 +11,32 @@ use super::queries::{self, run, transaction, Filter, Start};
 use super::{now, Backend, Store, StoreError, StoreResult};
 use crate::access::{ChangeItem, Permit};
 use crate::accounts::User;
-use crate::ids::ItemId;
-use crate::items::{Item, ItemPage, ListQuery, NewItem, Seek};
+use crate::ids::{ItemId, UserId};
+use crate::items::{Cursor, Item, ItemPage, ListQuery, NewItem, Seek};
 
 impl Store {
-    /// One page of the newest-first list; fetches one row more than the page to know
-    /// whether another page follows, and never counts the table.
+    /// One page of the newest-first list, as owned items (the JSON list).
     pub async fn list_items(&self, query: &ListQuery) -> StoreResult<ItemPage> {
+        let mut items = Vec::with_capacity(query.per_page as usize);
+        let listed = self
+            .visit_items(query, |item| items.push(item.to_item()))
+            .await?;
+        Ok(ItemPage {
+            items,
+            has_next: listed.has_next,
+            has_prev: listed.has_prev,
+        })
+    }
+
+    /// One page of the newest-first list, each item handed to `each` newest first,
+    /// borrowed from the database's answer (the HTML list writes its rows straight from
+    /// them: no copy of their texts). Fetches one row more than the page to know whether
+    /// another page follows, and never counts the table.
+    pub async fn visit_items(
+        &self,
+        query: &ListQuery,
+        mut each: impl FnMut(ListedItem<'_>) + Send,
+    ) -> StoreResult<Listed> {
         let backend = self.backend();
         let (filter, needle) = match (query.search.is_empty(), backend) {
             (true, _) => (Filter::All, None),
@@ -38,8 +57,11 @@ impl Store {
         // A search is planned for its own text (an unnamed statement): a plan made for
         // any text would walk the whole list for a word that is rare.
         let prepared = needle.is_none();
-        let mut items: Vec<Item> = run!(@gated self, sql.as_str(), |text, pool| {
-            let mut statement = sqlx::query_as(text).persistent(prepared);
+        let shown = query.per_page as usize;
+        // Newer pages are read oldest first (from the cursor up), and shown newest first.
+        let newer = start == Start::Newer;
+        let (fetched, first, last) = run!(@gated self, sql.as_str(), |text, pool| {
+            let mut statement = sqlx::query(text).persistent(prepared);
             if let Some(needle) = &needle {
                 statement = statement.bind(needle);
             }
@@ -53,29 +75,30 @@ impl Store {
             // Without logging: sqlx enters the current span (the request's) for every row
             // it hands over, a tenth of a 1,000-row page's time. What it would log here
             // (a slow statement) shows in the request's own line, with its latency.
-            statement.fetch_all(pool).with_subscriber(NoSubscriber::default()).await
-        })?;
-        let more = items.len() > query.per_page as usize;
-        items.truncate(query.per_page as usize);
-        Ok(match start {
-            Start::Offset => ItemPage {
-                items,
-                has_next: more,
-                has_prev: query.page > 1,
-            },
-            Start::Older => ItemPage {
-                items,
-                has_next: more,
-                has_prev: true,
-            },
-            Start::Newer => {
-                items.reverse();
-                ItemPage {
-                    items,
-                    has_next: true,
-                    has_prev: more,
-                }
+            let rows = statement.fetch_all(pool).with_subscriber(NoSubscriber::default()).await?;
+            let count = rows.len().min(shown);
+            let (mut first, mut last) = (None, None);
+            for n in 0..count {
+                let row = &rows[if newer { count - 1 - n } else { n }];
+                let item = ListedItem::read(row)?;
+                let at = Some(Cursor { date_added: item.date_added, id: item.id });
+                first = first.or(at);
+                last = at;
+                each(item);
             }
+            Ok::<_, sqlx::Error>((rows.len(), first, last))
+        })?;
+        let more = fetched > shown;
+        let (has_next, has_prev) = match start {
+            Start::Offset => (more, query.page > 1),
+            Start::Older => (more, true),
+            Start::Newer => (true, more),
+        };
+        Ok(Listed {
+            first,
+            last,
+            has_next,
+            has_prev,
         })
     }
 
@@ -199,24 +222,48 @@ pub enum Deleted {
     HasPlacedOrders(i64),
 }
 
-/// An item from a row of `queries::ITEM_COLUMNS`, by position (not by name, which is a
-/// lookup per column of every row).
-impl<'r, R> sqlx::FromRow<'r, R> for Item
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> Result<Item, sqlx::Error> {
+/// One item of a list page, its texts borrowed from the row the database answered.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedItem<'r> {
+    pub id: ItemId,
+    pub name: &'r str,
+    pub quantity: i32,
+    pub description: &'r str,
+    pub date_added: DateTime<Utc>,
+    pub owner_id: Option<UserId>,
+    pub seller: Option<&'r str>,
+    pub price_minor: Option<i64>,
+    pub version: i64,
+}
+
+/// What a list page is besides its items: the first and last shown (where the pages
+/// before and after it start), and whether there are such pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed {
+    pub first: Option<Cursor>,
+    pub last: Option<Cursor>,
+    pub has_next: bool,
+    pub has_prev: bool,
+}
+
+impl<'r> ListedItem<'r> {
+    /// The item in a row of `queries::ITEM_COLUMNS`, by position (not by name, which is a
+    /// lookup per column of every row).
+    fn read<R>(row: &'r R) -> Result<ListedItem<'r>, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
         // Unchecked: the columns' types are the schema's, not the caller's to choose, and
         // a mismatch still fails to decode; checking them for every row cost a tenth of a
         // 1,000-row page.
-        Ok(Item {
+        Ok(ListedItem {
             id: row.try_get_unchecked(0)?,
             name: row.try_get_unchecked(1)?,
             quantity: row.try_get_unchecked(2)?,
@@ -227,6 +274,37 @@ where
             price_minor: row.try_get_unchecked(7)?,
             version: row.try_get_unchecked(8)?,
         })
+    }
+
+    pub fn to_item(self) -> Item {
+        Item {
+            id: self.id,
+            name: self.name.to_owned(),
+            quantity: self.quantity,
+            description: self.description.to_owned(),
+            date_added: self.date_added,
+            owner_id: self.owner_id,
+            seller: self.seller.map(str::to_owned),
+            price_minor: self.price_minor,
+            version: self.version,
+        }
+    }
+}
+
+/// An item from a row of `queries::ITEM_COLUMNS`.
+impl<'r, R> sqlx::FromRow<'r, R> for Item
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Item, sqlx::Error> {
+        ListedItem::read(row).map(ListedItem::to_item)
     }
 }
 

@@ -31,7 +31,7 @@ use auth_cache::AuthCache;
 pub use auth_cache::{SessionRecord, TokenRecord};
 pub use availability::DbState;
 use availability::{classify, Availability, Failure};
-pub use items::{Created, Deleted, Updated};
+pub use items::{Created, Deleted, Listed, ListedItem, Updated};
 pub use migrate::MigrationState;
 pub use orders::{Cancelled, HandedOver, Placed};
 use primary::Hosts;

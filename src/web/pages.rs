@@ -17,11 +17,11 @@ use super::rows;
 use super::templates::Frame;
 use super::AppState;
 use crate::access::{may_buy, may_change};
-use crate::db::{Deleted, Updated};
+use crate::db::{Deleted, Listed, Updated};
 use crate::ids::ItemId;
 use crate::items::{
-    idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ItemPage,
-    ListQuery, PriceInput, DEFAULT_PER_PAGE,
+    idempotency_key, new_idempotency_key, Cursor, FieldErrors, Item, ItemInput, ListQuery,
+    PriceInput, DEFAULT_PER_PAGE,
 };
 use crate::money::Currency;
 
@@ -43,7 +43,7 @@ struct ItemView<'a> {
 impl<'a> ItemView<'a> {
     fn of(item: &'a Item, currency: Currency) -> Self {
         let mut added = String::with_capacity(64);
-        rows::push_time(&mut added, item);
+        rows::push_time(&mut added, &item.date_added);
         ItemView {
             id: item.id,
             name: &item.name,
@@ -62,18 +62,14 @@ impl<'a> ItemView<'a> {
 const ROWS_MARK: &str = "<!-- rows -->";
 
 /// The list page: the template around the table, and the rows written into it.
-fn list_page(
-    state: &AppState,
-    context: &tera::Context,
-    items: &[Item],
-) -> Result<String, AppError> {
+fn list_page(state: &AppState, context: &tera::Context, rows: &str) -> Result<String, AppError> {
     let frame = state.templates.render("list.html", context)?;
     let Some((before, after)) = frame.split_once(ROWS_MARK) else {
         return Ok(frame);
     };
-    let mut html = String::with_capacity(frame.len() + items.len() * rows::ROW_BYTES);
+    let mut html = String::with_capacity(frame.len() + rows.len());
     html.push_str(before);
-    rows::write_rows(&mut html, items, state.currency);
+    html.push_str(rows);
     html.push_str(after);
     Ok(html)
 }
@@ -238,17 +234,23 @@ pub async fn list_items(
     if let Some(page) = state.pages.get(&key).filter(|_| shared) {
         return Ok(tag.label(Html(page).into_response(), cache));
     }
-    let page = state.store.list_items(&query).await?;
+    // The rows, written as the database hands them over (their texts never copied out).
+    let mut rows = String::with_capacity(query.per_page as usize * rows::ROW_BYTES);
+    let currency = state.currency;
+    let listed = state
+        .store
+        .visit_items(&query, |item| rows::write_row(&mut rows, &item, currency))
+        .await?;
     let mut context = tera::Context::new();
     frame.insert_into(&mut context);
-    context.insert("has_items", &!page.items.is_empty());
+    context.insert("has_items", &listed.first.is_some());
     context.insert("search", &query.search);
     context.insert("page", &query.page);
     context.insert("per_page", &query.per_page);
-    let (prev_url, next_url) = neighbour_urls(&query, &page);
+    let (prev_url, next_url) = neighbour_urls(&query, &listed);
     context.insert("prev_url", &prev_url);
     context.insert("next_url", &next_url);
-    let html = Bytes::from(list_page(&state, &context, &page.items)?);
+    let html = Bytes::from(list_page(&state, &context, &rows)?);
     if shared {
         state.pages.put(key, html.clone());
     }
@@ -258,9 +260,8 @@ pub async fn list_items(
 /// The links to the newer and the older page: each starts next to this page's first or
 /// last item (`before=`/`after=`), so a page ten thousand deep costs what the first does.
 /// The newest page is plain `/items`.
-fn neighbour_urls(query: &ListQuery, page: &ItemPage) -> (Option<String>, Option<String>) {
-    let first = page.items.first().map(Cursor::of);
-    let last = page.items.last().map(Cursor::of);
+fn neighbour_urls(query: &ListQuery, page: &Listed) -> (Option<String>, Option<String>) {
+    let (first, last) = (page.first, page.last);
     let prev = match first {
         Some(first) if page.has_prev && query.page > 2 => {
             Some(page_url(query, query.page - 1, Some(("before", first))))

@@ -38,9 +38,14 @@ fn where_the_time_goes() {
     for (n, (name, binary)) in builds.iter().enumerate() {
         let database = format!("profile{n}");
         let url = cluster.create_database(&database);
+        // This tree renders every list (its kept pages would leave nothing to profile).
+        let render_every = [("SHOP_SERVER__PAGE_CACHE_KIB", "0")];
         let shop = match binary {
             Some(binary) => Shop::start_build(binary, &url, &[]),
-            None => Shop::start(&url, &[]),
+            None => match std::env::var_os("SHOP_THIS_BINARY") {
+                Some(this) => Shop::start_build(std::path::Path::new(&this), &url, &render_every),
+                None => Shop::start(&url, &render_every),
+            },
         };
         seed_postgres(&cluster, &database, 1, 1_000);
         let has_accounts = runtime.block_on(async {
@@ -70,7 +75,7 @@ fn where_the_time_goes() {
                 "\n#### {name}: {load_name}, one instance, {:.0} req/s ({} errors)\n\n```\n{}```",
                 measured.rate,
                 measured.errors,
-                top_symbols(samples.path(), 18)
+                top_symbols(samples.path(), if callers() { 45 } else { 18 })
             );
         }
     }
@@ -79,8 +84,12 @@ fn where_the_time_goes() {
 /// `perf record` of `pid` (999 samples a second, every thread) into `file`, for
 /// `seconds`.
 fn record(pid: u32, file: &std::path::Path, seconds: u32) -> Child {
-    Command::new("perf")
-        .args(["record", "-q", "-F", "999", "-p", &pid.to_string(), "-o"])
+    let mut perf = Command::new("perf");
+    perf.args(["record", "-q", "-F", "999", "-p", &pid.to_string()]);
+    if callers() {
+        perf.arg("-g");
+    }
+    perf.arg("-o")
         .arg(file)
         .args(["--", "sleep", &seconds.to_string()])
         .spawn()
@@ -92,18 +101,24 @@ fn stop(recording: Child) {
     assert!(status.success(), "perf: {status}");
 }
 
-/// The `count` functions with the most samples (their own, not their callees').
+/// `SHOP_PROFILE_CALLERS=1`: the builds keep frame pointers (`RUSTFLAGS="-C
+/// force-frame-pointers=yes"`, `SHOP_THIS_BINARY`), and each function is charged with
+/// what it calls too.
+fn callers() -> bool {
+    std::env::var_os("SHOP_PROFILE_CALLERS").is_some()
+}
+
+/// The `count` functions with the most samples (their own, or with their callees').
 fn top_symbols(file: &std::path::Path, count: usize) -> String {
+    let children = if callers() {
+        ["--children", "-g", "none"]
+    } else {
+        ["--no-children", "-g", "none"]
+    };
     let out = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "-q",
-            "--sort",
-            "dso,symbol",
-            "-i",
-        ])
+        .args(["report", "--stdio", "-q", "--sort", "dso,symbol"])
+        .args(children)
+        .arg("-i")
         .arg(file)
         .output()
         .unwrap();
