@@ -58,9 +58,14 @@ use crate::config::AccountSettings;
 use crate::db::Store;
 use crate::money::Currency;
 
-/// What every handler can reach. Cheap to clone: everything inside is shared.
+/// What every handler can reach. Cheap to clone (axum clones it for every layer and
+/// handler a request passes: one reference count, not one for each part).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What `AppState` shares.
+#[derive(Clone)]
+pub struct Shared {
     pub store: Store,
     templates: Arc<Templates>,
     csrf: Arc<CsrfKey>,
@@ -83,7 +88,7 @@ impl AppState {
         accounts: AccountSettings,
         currency: Currency,
     ) -> Result<AppState, tera::Error> {
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             store,
             templates: Arc::new(Templates::load()?),
             csrf: Arc::new(csrf),
@@ -95,13 +100,22 @@ impl AppState {
             accounts: Arc::new(accounts),
             currency,
             pages: Arc::new(PageCache::new(0)),
-        })
+        })))
     }
 
     /// Keep up to `bytes` of rendered anonymous list pages (`page_cache`).
-    pub fn with_page_cache(mut self, bytes: usize) -> AppState {
-        self.pages = Arc::new(PageCache::new(bytes));
-        self
+    pub fn with_page_cache(self, bytes: usize) -> AppState {
+        let mut shared = Arc::unwrap_or_clone(self.0);
+        shared.pages = Arc::new(PageCache::new(bytes));
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
