@@ -144,6 +144,8 @@ pub(super) struct Comparison {
     rss_previous: Vec<f64>,
     rss_this: Vec<f64>,
     rss_sqlite: Vec<f64>,
+    /// This tree's instances on the same database, rendering every list.
+    rendering: Trio,
 }
 
 /// The whole comparison. `this`: this tree's instances, on the database `bench` of
@@ -253,6 +255,7 @@ pub(super) fn compare(
         rss_previous: previous.as_ref().map(|(t, _)| t.rss()).unwrap_or_default(),
         rss_this: this.rss(),
         rss_sqlite: sqlite.rss(),
+        rendering: this_rendering,
     }
 }
 
@@ -289,6 +292,11 @@ impl Comparison {
             all.push((format!("{} (SQLite)", s.name), s.sqlite.measured.clone()));
         }
         all
+    }
+
+    /// The nginx of this tree's instances that render every list (`page_cache_kib = 0`).
+    pub fn rendering_proxy(&self) -> &Nginx {
+        &self.rendering.proxy
     }
 
     /// This tree's instances' resident memory (PostgreSQL's, then SQLite's), in MiB.
