@@ -249,7 +249,7 @@ pub(super) fn compare(
         });
     }
     // Memory once the loads are over: after the instances' next hand-back of free memory.
-    std::thread::sleep(super::SETTLE);
+    std::thread::sleep(plan.settle());
     Comparison {
         scenarios,
         rss_previous: previous.as_ref().map(|(t, _)| t.rss()).unwrap_or_default(),
